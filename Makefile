@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make run` (service + bundled CouchDB) and `make test`.
+# Everything they need is installed here: a venv with the package, and the devserver's npm set.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit install devserver bench bench-smoke clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) devserver
+
+devserver: $(STAMP)
+	$(BIN)/python -c 'from piston_vm.devserver import ensure_installed; ensure_installed()'
+
+run: install
+	$(BIN)/piston-vm serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check piston_vm tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest
+
+test: install lint typecheck unit
+
+clean:
+	rm -rf $(VENV) couchdb/devserver/node_modules var

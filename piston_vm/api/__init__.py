@@ -1,0 +1,1 @@
+"""HTTP entrypoints: the route table and one thin module per resource."""

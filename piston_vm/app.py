@@ -1,0 +1,56 @@
+"""create_app(settings): the one place that wires the service together; no I/O here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from piston_vm.api.routes import ENDPOINTS
+from piston_vm.config import Settings
+from piston_vm.health import healthz
+from piston_vm.keys import SETTINGS, STORES, VALIDATOR
+from piston_vm.middlewares import add_common_headers, error_middleware, pipeline_middleware
+from piston_vm.routing import register
+from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.stores import Stores
+from piston_vm.validation import SchemaValidator
+
+log = logging.getLogger(__name__)
+
+# Request bodies are read by our own bounded readers (413 in the platform's shape), so
+# aiohttp's limit only has to stay out of their way.
+_FRAMEWORK_BODY_LIMIT_SLACK_BYTES = 1024 * 1024
+
+
+async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The CouchDB client lives exactly as long as the app; startup fails fast without it."""
+    settings = app[SETTINGS]
+    if settings.couchdb is None:
+        raise RuntimeError("no CouchDB configured (PISTON_VM_COUCHDB_URL or --couchdb-url)")
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s)
+    await couch.start()
+    try:
+        stores = Stores.build(settings, couch)
+        await stores.accounts.ensure_accounts_db()
+        app[STORES] = stores
+        yield
+    finally:
+        await couch.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, pipeline_middleware],
+        client_max_size=settings.max_upload_bytes + _FRAMEWORK_BODY_LIMIT_SLACK_BYTES,
+    )
+    app[SETTINGS] = settings
+    app[VALIDATOR] = SchemaValidator(
+        settings.schemas_dir, settings.max_pin_length, settings.transcribe_default
+    )
+    app.cleanup_ctx.append(couchdb_ctx)
+    app.on_response_prepare.append(add_common_headers)
+    app.router.add_get("/healthz", healthz)
+    register(app, ENDPOINTS)
+    return app

@@ -1,0 +1,145 @@
+"""Frozen service settings, built from PISTON_VM_* environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from piston_vm import __version__
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_COUCHDB_DIR = REPO_ROOT / "couchdb"
+DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
+
+ENV_PREFIX = "PISTON_VM_"
+
+
+@dataclass(frozen=True, slots=True)
+class CouchEndpoint:
+    """Where CouchDB is and how to log in; the URL never carries the credentials."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url_with_credentials: str) -> CouchEndpoint:
+        parts = urlsplit(url_with_credentials.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) CouchDB URL: {parts.scheme}://{parts.hostname}")
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in parts.hostname:  # IPv6 literal
+            netloc = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
+        url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(url=url, user=user, password=password)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable; defaults are the spec's (shared/spec/README.md)."""
+
+    couchdb: CouchEndpoint | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var/couchdb")
+    page_size: int = 50
+    max_created_window_s: int = 2_682_000
+    retention_days: int = 93
+    max_upload_bytes: int = 8_000_000
+    max_pin_length: int = 6
+    token_secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    token_expiry_s: int = 3600
+    # Extra HS256 secrets accepted (never used to sign): tokens of a co-existing platform (P-24).
+    token_verification_keys: tuple[str, ...] = field(default=(), repr=False)
+    node_name: str = field(default_factory=lambda: f"piston_vm@{socket.gethostname()}")
+    version: str = __version__
+    default_timezone: str = "America/Los_Angeles"
+    anonymous_caller_id: str = "anonymous"
+    transcribe_default: bool = False
+    modb_design_dir: Path | None = None
+    migration_retry_limit: int = 5
+    couchdb_timeout_s: float = 5.0
+    account_cache_ttl_s: float = 5.0
+    couchdb_dir: Path = DEFAULT_COUCHDB_DIR
+    schemas_dir: Path = DEFAULT_SCHEMAS_DIR
+
+    @property
+    def token_secrets(self) -> tuple[str, ...]:
+        return (self.token_secret, *self.token_verification_keys)
+
+    @property
+    def retention_s(self) -> int:
+        # One extra hour, as the original: a message recorded "93 days ago" in another
+        # time zone must not flip in and out of the window.
+        return self.retention_days * 86_400 + 3_600
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_INT_FIELDS = {
+    "PORT": "port",
+    "PAGE_SIZE": "page_size",
+    "MAX_CREATED_WINDOW_S": "max_created_window_s",
+    "RETENTION_DAYS": "retention_days",
+    "MAX_UPLOAD_BYTES": "max_upload_bytes",
+    "MAX_PIN_LENGTH": "max_pin_length",
+    "TOKEN_EXPIRY_S": "token_expiry_s",
+    "MIGRATION_RETRY_LIMIT": "migration_retry_limit",
+}
+_FLOAT_FIELDS = {
+    "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
+    "ACCOUNT_CACHE_TTL_S": "account_cache_ttl_s",
+}
+_STR_FIELDS = {
+    "HOST": "host",
+    "TOKEN_SECRET": "token_secret",
+    "NODE_NAME": "node_name",
+    "VERSION": "version",
+    "DEFAULT_TIMEZONE": "default_timezone",
+    "ANONYMOUS_CALLER_ID": "anonymous_caller_id",
+}
+_PATH_FIELDS = {
+    "DATA_DIR": "data_dir",
+    "MODB_DESIGN_DIR": "modb_design_dir",
+    "COUCHDB_DIR": "couchdb_dir",
+    "SCHEMAS_DIR": "schemas_dir",
+}
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from PISTON_VM_* variables; unknown or empty variables are ignored."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+
+    def get(name: str) -> str | None:
+        value = env.get(ENV_PREFIX + name)
+        return value if value else None
+
+    for name, attr in _INT_FIELDS.items():
+        if (raw := get(name)) is not None:
+            values[attr] = int(raw)
+    for name, attr in _FLOAT_FIELDS.items():
+        if (raw := get(name)) is not None:
+            values[attr] = float(raw)
+    for name, attr in _STR_FIELDS.items():
+        if (raw := get(name)) is not None:
+            values[attr] = raw
+    for name, attr in _PATH_FIELDS.items():
+        if (raw := get(name)) is not None:
+            values[attr] = Path(raw)
+    if (raw := get("TRANSCRIBE_DEFAULT")) is not None:
+        values["transcribe_default"] = raw.lower() in ("1", "true", "yes")
+    if (raw := get("TOKEN_VERIFICATION_KEYS")) is not None:
+        values["token_verification_keys"] = tuple(k for k in raw.split(",") if k)
+    if (raw := get("COUCHDB_URL")) is not None:
+        values["couchdb"] = CouchEndpoint.parse(raw)
+    return Settings(**values)

@@ -1,0 +1,74 @@
+"""Pure helpers for document shapes shared by boxes and messages: private fields, public views."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from piston_vm.context import RequestContext
+
+JsonObject = dict[str, Any]
+
+_NON_ALPHANUM_RE = re.compile(r"[^a-z0-9]")
+
+
+def is_private(key: str) -> bool:
+    return key.startswith("pvt_") or key.startswith("_")
+
+
+def alphanum_name(name: str) -> str:
+    """`"VMBox 0"` → `"vmbox0"`: the platform's sortable, searchable form of a name."""
+    return _NON_ALPHANUM_RE.sub("", name.lower())
+
+
+def without_private(data: JsonObject) -> JsonObject:
+    return {k: v for k, v in data.items() if not is_private(k)}
+
+
+def private_part(doc: JsonObject) -> JsonObject:
+    return {k: v for k, v in doc.items() if is_private(k)}
+
+
+def stamp_auth(doc: JsonObject, ctx: RequestContext) -> None:
+    """The per-save fields that say who changed a document through the API (storage.md 4.2)."""
+    doc["pvt_request_id"] = ctx.request_id
+    doc["pvt_is_authenticated"] = True
+    if ctx.claims is not None:
+        doc["pvt_auth_account_id"] = ctx.claims.account_id
+        if ctx.claims.owner_id is not None:
+            doc["pvt_auth_user_id"] = ctx.claims.owner_id
+        else:
+            doc.pop("pvt_auth_user_id", None)
+
+
+def deep_merge(stored: JsonObject, patch: JsonObject) -> JsonObject:
+    """PATCH semantics: objects merge recursively, everything else is replaced, null deletes."""
+    merged = dict(stored)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def mark_deleted(message: JsonObject, ctx: RequestContext) -> None:
+    """Message delete: folder `deleted` plus soft delete; `pvt_modified` stays (storage.md 5.7)."""
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+        message["metadata"] = metadata
+    metadata["folder"] = "deleted"
+    copy_transcription(message)
+    message["pvt_deleted"] = True
+    stamp_auth(message, ctx)
+
+
+def copy_transcription(message: JsonObject) -> None:
+    """The original copies a top-level transcription into metadata whenever it rewrites it."""
+    transcription = message.get("transcription")
+    metadata = message.get("metadata")
+    if transcription is not None and isinstance(metadata, dict):
+        metadata["transcription"] = transcription

@@ -1,0 +1,34 @@
+"""Gregorian seconds (seconds since 0000-01-01 UTC), the platform's only stored time unit."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+UNIX_EPOCH_GREGORIAN_S = 62_167_219_200
+
+
+def now() -> int:
+    return int(time.time()) + UNIX_EPOCH_GREGORIAN_S
+
+
+def to_unix(gregorian_s: int) -> int:
+    return gregorian_s - UNIX_EPOCH_GREGORIAN_S
+
+
+def from_unix(unix_s: float) -> int:
+    return int(unix_s) + UNIX_EPOCH_GREGORIAN_S
+
+
+def to_datetime(gregorian_s: int) -> datetime:
+    return datetime.fromtimestamp(to_unix(gregorian_s), tz=UTC)
+
+
+def utc_month(gregorian_s: int) -> tuple[int, int]:
+    moment = to_datetime(gregorian_s)
+    return moment.year, moment.month
+
+
+def iso8601(gregorian_s: int | None = None) -> str:
+    moment = to_datetime(now() if gregorian_s is None else gregorian_s)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,16 @@
+"""Every typed key for application and request state (the routing table's key lives in routing)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from piston_vm.config import Settings
+from piston_vm.context import RequestContext
+from piston_vm.storage.stores import Stores
+from piston_vm.validation import SchemaValidator
+
+SETTINGS = web.AppKey("settings", Settings)
+STORES = web.AppKey("stores", Stores)
+VALIDATOR = web.AppKey("validator", SchemaValidator)
+
+CONTEXT = web.RequestKey("context", RequestContext)

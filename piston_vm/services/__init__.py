@@ -1,0 +1,1 @@
+"""Use cases between HTTP and storage: what each endpoint does, without knowing about aiohttp."""

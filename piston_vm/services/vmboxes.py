@@ -1,0 +1,235 @@
+"""Voicemail box use cases: validate, shape stored documents, list with counts (api.md 9.1–9.6)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from piston_vm import errors, gregorian
+from piston_vm.config import Settings
+from piston_vm.context import RequestContext
+from piston_vm.docs import (
+    alphanum_name,
+    deep_merge,
+    is_private,
+    mark_deleted,
+    stamp_auth,
+    without_private,
+)
+from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.storage.accounts import Account
+from piston_vm.storage.stores import Stores
+from piston_vm.validation import SchemaValidator, merge_errors
+
+JsonObject = dict[str, Any]
+
+SCHEMA = "vmboxes"
+LEGACY_MESSAGE = "Please migrate your voicemail box messages to MODB"
+BOX_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-]{0,127}$")
+_MAILBOX_NUMBER_RE = re.compile(r"^[+-]?[0-9]+$")
+# Keys a client can never set on a box: the id lives in `_id`, legacy messages are private-like.
+_NOT_FROM_CLIENT = ("id", "messages")
+
+
+@dataclass(frozen=True, slots=True)
+class SavedBox:
+    doc: JsonObject
+    has_legacy_messages: bool
+
+    @property
+    def public(self) -> JsonObject:
+        return public_box(self.doc)
+
+    @property
+    def rev(self) -> str:
+        return str(self.doc["_rev"])
+
+
+def public_box(doc: JsonObject) -> JsonObject:
+    """What clients see: public keys, `id`, and a stored `_read_only` object (api.md 9.3)."""
+    public = {k: v for k, v in doc.items() if not is_private(k) and k != "messages"}
+    if isinstance(doc.get("_read_only"), dict):
+        public["_read_only"] = doc["_read_only"]
+    public["id"] = doc["_id"]
+    return public
+
+
+def has_legacy_messages(doc: JsonObject) -> bool:
+    messages = doc.get("messages")
+    return isinstance(messages, list) and len(messages) > 0
+
+
+def valid_box_id(box_id: str) -> bool:
+    return BOX_ID_RE.fullmatch(box_id) is not None
+
+
+def _client_data(data: Any) -> JsonObject:
+    if not isinstance(data, dict):
+        raise errors.ValidationFailed(
+            {"data": {"type": {"message": "Value did not match type(s): object",
+                               "target": "object", "value": data}}}
+        )
+    return {k: v for k, v in without_private(data).items() if k not in _NOT_FROM_CLIENT}
+
+
+def mailbox_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _MAILBOX_NUMBER_RE.fullmatch(value):
+        return int(value)
+    return None
+
+
+class VmboxService:
+    def __init__(self, stores: Stores, validator: SchemaValidator, settings: Settings) -> None:
+        self.stores = stores
+        self.validator = validator
+        self.settings = settings
+
+    async def load(self, account: Account, box_id: str) -> JsonObject:
+        if not valid_box_id(box_id):
+            raise errors.bad_identifier(box_id)
+        doc = await self.stores.vmboxes.get(account.db, box_id)
+        if doc is None:
+            raise errors.bad_identifier(box_id)
+        return doc
+
+    async def _validate(
+        self, account: Account, public: JsonObject, box_id: str | None
+    ) -> JsonObject:
+        """Uniqueness first, then the schema; every error is reported in one 400 (api.md 9.2)."""
+        unique_errors: JsonObject = {}
+        if "mailbox" in public:
+            number = mailbox_number(public["mailbox"])
+            holders = (
+                [] if number is None
+                else await self.stores.vmboxes.mailbox_holders(account.db, number)
+            )
+            if number is None or any(holder != box_id for holder in holders):
+                unique_errors = {"mailbox": {"unique": {
+                    "message": "Invalid mailbox number or already exists"}}}
+        cleaned, schema_errors = self.validator.validate(SCHEMA, public)
+        all_errors = merge_errors(unique_errors, schema_errors)
+        if all_errors:
+            raise errors.ValidationFailed(all_errors)
+        return cleaned
+
+    def _stamp(self, doc: JsonObject, account: Account, ctx: RequestContext) -> None:
+        now = gregorian.now()
+        doc["pvt_type"] = doc.get("pvt_type", "vmbox")
+        doc.setdefault("pvt_vsn", "1")
+        doc.setdefault("pvt_account_id", account.id)
+        doc.setdefault("pvt_account_db", account.db.encoded)
+        if "_rev" not in doc:
+            doc["pvt_created"] = now
+        doc["pvt_modified"] = now
+        stamp_auth(doc, ctx)
+        if isinstance(doc.get("name"), str):
+            doc["pvt_alphanum_name"] = alphanum_name(doc["name"])
+
+    async def create(self, ctx: RequestContext, account: Account) -> SavedBox:
+        data = ctx.data
+        chosen = data.get("id") if isinstance(data, dict) else None
+        if chosen is not None and (not isinstance(chosen, str) or not valid_box_id(chosen)):
+            raise errors.ValidationFailed({"id": {"pattern": {
+                "message": f"Failed to match pattern '{BOX_ID_RE.pattern}'",
+                "target": BOX_ID_RE.pattern, "value": chosen}}})
+        public = await self._validate(account, _client_data(data), None)
+        doc = {"_id": chosen or secrets.token_hex(16), **public}
+        self._stamp(doc, account, ctx)
+        await self.stores.vmboxes.save(account.db, doc)
+        return SavedBox(doc, False)
+
+    async def replace(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+        stored = await self.load(account, box_id)
+        public = await self._validate(account, _client_data(ctx.data), box_id)
+        return await self._save_public(ctx, account, stored, public)
+
+    async def patch(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+        stored = await self.load(account, box_id)
+        merged = deep_merge(_client_data(stored), _client_data(ctx.data))
+        public = await self._validate(account, merged, box_id)
+        return await self._save_public(ctx, account, stored, public)
+
+    async def _save_public(
+        self, ctx: RequestContext, account: Account, stored: JsonObject, public: JsonObject
+    ) -> SavedBox:
+        # Every private key survives, and so does the legacy `messages` array (storage.md 4.4).
+        doc = {k: v for k, v in stored.items() if is_private(k) or k == "messages"}
+        doc.update(public)
+        self._stamp(doc, account, ctx)
+        await self.stores.vmboxes.save(account.db, doc)
+        return SavedBox(doc, has_legacy_messages(doc))
+
+    async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+        stored = await self.load(account, box_id)
+        await self._soft_delete_messages(ctx, account, box_id)
+        doc = dict(stored)
+        doc["pvt_deleted"] = True
+        self._stamp(doc, account, ctx)
+        await self.stores.vmboxes.save(account.db, doc)
+        return SavedBox(doc, has_legacy_messages(doc))
+
+    async def listing(
+        self, ctx: RequestContext, account: Account
+    ) -> tuple[list[JsonObject], Cursor | None, str | None, bool]:
+        """(rows, next cursor, echoed start_key, paginated) in name order (D-6)."""
+        page = paging(ctx, self.settings.page_size)
+        filters = build_filters(ctx.query)
+        desc = descending(ctx.query, default=False)
+
+        async def fetch(cursor: Cursor | None, limit: int) -> list[JsonObject]:
+            return await self.stores.vmboxes.listing(
+                account.db, cursor, limit, desc, include_docs=bool(filters)
+            )
+
+        accept = (lambda row: passes(row.get("doc") or {}, filters)) if filters else None
+        wanted = page.page_size + 1 if page.paginate else None
+        rows = await fill_page(fetch, page.cursor, wanted, accept, desc)
+        next_cursor = None
+        if page.paginate and len(rows) > page.page_size:
+            extra = rows.pop()
+            next_cursor = Cursor(extra["key"], extra["id"])
+        values = [dict(row["value"]) for row in rows]
+        await self._add_counts(account, values)
+        return values, next_cursor, page.start_key, page.paginate
+
+    async def _add_counts(self, account: Account, rows: list[JsonObject]) -> None:
+        """`messages` and `folders` from the MODBs inside the retention window (api.md 9.1)."""
+        if not rows:
+            return
+        now = gregorian.now()
+        retention_s = await self.stores.accounts.retention_s(account, self.settings)
+        counts = await self.stores.messages.folder_counts(account.db, now - retention_s, now)
+        for row in rows:
+            box_id = str(row.get("id"))
+            if not any(counts[folder][box_id] for folder in counts):
+                continue
+            new, saved = counts["new"][box_id], counts["saved"][box_id]
+            legacy = row.get("messages")
+            row["messages"] = (legacy if isinstance(legacy, int) else 0) + new + saved
+            row["folders"] = {"new": new, "saved": saved}
+
+    async def _soft_delete_messages(
+        self, ctx: RequestContext, account: Account, box_id: str
+    ) -> None:
+        """Box delete takes the box's messages with it, in every MODB (D-16, P-30)."""
+        for modb in await self.stores.messages.all_modbs(account.db):
+            ids = await self.stores.messages.box_message_ids(modb, box_id)
+            if not ids:
+                continue
+            docs = await self.stores.messages.get_docs(modb, ids)
+            for doc in docs:
+                mark_deleted(doc, ctx)
+            failed = {
+                doc_id: error
+                for doc_id, error in (await self.stores.messages.bulk_save(modb, docs)).items()
+                if error is not None
+            }
+            if failed:
+                # The box stays until its messages are gone: retrying the delete finishes it.
+                raise errors.datastore_fault(f"could not delete {len(failed)} messages")

@@ -1,0 +1,325 @@
+"""The CouchDB HTTP client: one shared aiohttp session, URL building, error mapping in one place.
+
+aiocouch covers server-level chores (see storage/admin.py); the request paths here go straight to
+CouchDB because aiocouch cannot stream attachments, query reduces or `_all_docs` of databases whose
+names contain "/" (shared/spec/couchdb-notes.md), and because every extra round trip shows up in
+the latency ratio against CouchDB itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from piston_vm import errors
+from piston_vm.config import CouchEndpoint
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+
+# Views may have to index many documents on first use; that is slow but not a fault.
+VIEW_TIMEOUT_S = 120.0
+MAX_CONNECTIONS = 100
+
+
+class StorageError(Exception):
+    """Base for the few CouchDB outcomes that stores handle themselves."""
+
+
+class DocNotFound(StorageError):
+    pass
+
+
+class DbNotFound(StorageError):
+    def __init__(self, db: str) -> None:
+        super().__init__(db)
+        self.db = db
+
+
+class DocConflict(StorageError):
+    pass
+
+
+class DbExists(StorageError):
+    pass
+
+
+def quote_db(db: str) -> str:
+    return quote(db, safe="")
+
+
+def quote_doc_id(doc_id: str) -> str:
+    # "_design/x" keeps its slash: CouchDB routes design documents on the literal path.
+    if doc_id.startswith("_design/"):
+        return "_design/" + quote(doc_id[len("_design/") :], safe="")
+    return quote(doc_id, safe="")
+
+
+def json_param(value: Any) -> str:
+    """View keys travel as JSON in the query string."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+class CouchClient:
+    """A thin, typed CouchDB client; every store goes through one instance."""
+
+    def __init__(self, endpoint: CouchEndpoint, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._base = URL(endpoint.url)
+        headers = {"Accept": "application/json"}
+        if endpoint.user is not None:
+            token = f"{endpoint.user}:{endpoint.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+        self._doc_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=timeout_s
+        )
+        self._view_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=max(timeout_s, VIEW_TIMEOUT_S)
+        )
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS)
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, connector=connector, timeout=self._doc_timeout
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("CouchClient used before start()")
+        return self._session
+
+    # -- URLs ------------------------------------------------------------------------------
+
+    def url(self, db: str, *parts: str) -> URL:
+        path = "/" + quote_db(db)
+        if parts:
+            path += "/" + "/".join(parts)
+        # encoded=True keeps %2F as sent; yarl would otherwise normalise it.
+        return URL(str(self._base) + path, encoded=True)
+
+    def doc_url(self, db: str, doc_id: str) -> URL:
+        return self.url(db, quote_doc_id(doc_id))
+
+    def attachment_url(self, db: str, doc_id: str, name: str) -> URL:
+        return self.url(db, quote_doc_id(doc_id), quote(name, safe=""))
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: URL,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+        db: str | None = None,
+    ) -> tuple[int, Any]:
+        """One JSON request; returns (status, decoded body). Raises for >= 400."""
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["data"] = json.dumps(body, separators=(",", ":"))
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        try:
+            async with self.session.request(
+                method, url, params=params, timeout=timeout or self._doc_timeout, **kwargs
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            log.warning("CouchDB %s %s unreachable: %r", method, url.path, exc)
+            raise errors.datastore_unreachable() from exc
+        decoded: Any = json.loads(raw) if raw else None
+        if status >= 400:
+            raise self._error(status, decoded, db)
+        return status, decoded
+
+    def _error(self, status: int, body: Any, db: str | None) -> Exception:
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        if status == HTTPStatus.NOT_FOUND:
+            if "database" in str(reason).lower() or reason == "no_db_file":
+                return DbNotFound(db or "")
+            return DocNotFound(reason)
+        if status == HTTPStatus.CONFLICT:
+            return DocConflict(reason)
+        if status == HTTPStatus.PRECONDITION_FAILED and error == "file_exists":
+            return DbExists(db or "")
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            log.error("CouchDB refused our credentials: %s %s", error, reason)
+        return errors.datastore_fault(str(error or status))
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def get_doc(self, db: str, doc_id: str, **params: str) -> JsonObject | None:
+        """The document, or None when it (or its database) does not exist."""
+        try:
+            _, doc = await self.request("GET", self.doc_url(db, doc_id), params=params, db=db)
+        except (DocNotFound, DbNotFound):
+            return None
+        return dict(doc)
+
+    async def put_doc(self, db: str, doc: JsonObject) -> str:
+        """Save `doc` (creating or updating by its `_rev`); sets and returns the new `_rev`."""
+        _, result = await self.request("PUT", self.doc_url(db, doc["_id"]), body=doc, db=db)
+        rev = str(result["rev"])
+        doc["_rev"] = rev
+        return rev
+
+    async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
+        await self.request("DELETE", self.doc_url(db, doc_id), params={"rev": rev}, db=db)
+
+    async def bulk_docs(self, db: str, docs: Sequence[JsonObject]) -> list[JsonObject]:
+        """Save many documents; results are matched to the request by id, not by position."""
+        if not docs:
+            return []
+        _, results = await self.request(
+            "POST", self.url(db, "_bulk_docs"), body={"docs": list(docs)}, db=db
+        )
+        return [dict(r) for r in results]
+
+    async def all_docs(self, db: str, keys: Sequence[str]) -> list[JsonObject]:
+        """Rows of `_all_docs` with include_docs for the given ids (missing ids give error rows)."""
+        _, result = await self.request(
+            "POST",
+            self.url(db, "_all_docs"),
+            params={"include_docs": "true"},
+            body={"keys": list(keys)},
+            db=db,
+        )
+        return [dict(r) for r in result["rows"]]
+
+    async def view(
+        self,
+        db: str,
+        design: str,
+        view: str,
+        params: Mapping[str, Any] | None = None,
+        keys: Sequence[Any] | None = None,
+    ) -> JsonObject:
+        """Query a view; key-like parameters are JSON-encoded here, booleans lowered."""
+        query: dict[str, str] = {}
+        for name, value in (params or {}).items():
+            if name in ("key", "startkey", "endkey", "start_key", "end_key"):
+                query[name] = json_param(value)
+            elif isinstance(value, bool):
+                query[name] = "true" if value else "false"
+            else:
+                query[name] = str(value)
+        url = self.url(db, "_design", quote(design, safe=""), "_view", quote(view, safe=""))
+        if keys is not None:
+            _, result = await self.request(
+                "POST", url, params=query, body={"keys": list(keys)},
+                timeout=self._view_timeout, db=db,
+            )
+        else:
+            _, result = await self.request(
+                "GET", url, params=query, timeout=self._view_timeout, db=db
+            )
+        return dict(result)
+
+    # -- databases -------------------------------------------------------------------------
+
+    async def create_db(self, db: str) -> bool:
+        """Create a database; False when it already existed (a race with another writer)."""
+        try:
+            await self.request("PUT", self.url(db), db=db)
+        except DbExists:
+            return False
+        return True
+
+    async def db_exists(self, db: str) -> bool:
+        try:
+            async with self.session.head(self.url(db)) as resp:
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise errors.datastore_unreachable() from exc
+        if status == HTTPStatus.NOT_FOUND:
+            return False
+        if status >= 400:
+            raise errors.datastore_fault(str(status))
+        return True
+
+    async def all_dbs(self, start_key: str, end_key: str) -> list[str]:
+        _, names = await self.request(
+            "GET",
+            URL(str(self._base) + "/_all_dbs"),
+            params={"start_key": json_param(start_key), "end_key": json_param(end_key)},
+        )
+        return [str(n) for n in names]
+
+    async def ping(self) -> bool:
+        """True when CouchDB answers `GET /_up` (or `/` on servers without it)."""
+        try:
+            async with self.session.get(URL(str(self._base) + "/_up")) as resp:
+                return resp.status < 400
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            return False
+
+    # -- attachments -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_attachment(
+        self, db: str, doc_id: str, name: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streaming response for one attachment (caller reads `.content` in chunks)."""
+        try:
+            async with self.session.get(
+                self.attachment_url(db, doc_id, name), headers={"Accept": "*/*"}
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise self._error(resp.status, json.loads(raw) if raw else None, db)
+                yield resp
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise errors.datastore_unreachable() from exc
+
+    async def put_attachment(
+        self,
+        db: str,
+        doc_id: str,
+        rev: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        length: int | None = None,
+    ) -> str:
+        """Standalone attachment PUT (never inline base64); `body` may be an async iterator."""
+        headers = {"Content-Type": content_type}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        try:
+            async with self.session.put(
+                self.attachment_url(db, doc_id, name),
+                params={"rev": rev},
+                data=body,
+                headers=headers,
+                timeout=self._view_timeout,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise errors.datastore_unreachable() from exc
+        decoded: Any = json.loads(raw) if raw else None
+        if status >= 400:
+            raise self._error(status, decoded, db)
+        return str(decoded["rev"])

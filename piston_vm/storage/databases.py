@@ -1,0 +1,61 @@
+"""Which databases exist and have their design documents: checked once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.design import DesignDocs, install_all
+from piston_vm.storage.names import DbName
+
+log = logging.getLogger(__name__)
+
+
+class Databases:
+    """Creates MODBs on demand and installs design docs before a database's first use.
+
+    The caches only ever remember "this database is ready"; a database that vanishes later
+    surfaces as a CouchDB 404 on the request that needs it.
+    """
+
+    def __init__(self, couch: CouchClient, design: DesignDocs) -> None:
+        self.couch = couch
+        self.design = design
+        self._ready: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, db: str) -> asyncio.Lock:
+        return self._locks.setdefault(db, asyncio.Lock())
+
+    async def ensure_account_db(self, name: DbName) -> None:
+        """Install `_design/vmboxes` (and the other account design docs) if missing."""
+        db = name.unencoded
+        if db in self._ready:
+            return
+        async with self._lock(db):
+            if db not in self._ready:
+                await install_all(self.couch, db, self.design.account)
+                self._ready.add(db)
+
+    async def ensure_modb(self, name: DbName, create: bool) -> bool:
+        """Make a MODB usable; False when it does not exist and `create` is False.
+
+        Creation is safe under races: CouchDB answers 412 to the loser, which counts as success.
+        """
+        db = name.unencoded
+        if db in self._ready:
+            return True
+        async with self._lock(db):
+            if db in self._ready:
+                return True
+            if create:
+                await self.couch.create_db(db)
+            elif not await self.couch.db_exists(db):
+                return False
+            await install_all(self.couch, db, self.design.modb)
+            self._ready.add(db)
+            return True
+
+    def forget(self, name: DbName) -> None:
+        self._ready.discard(name.unencoded)

@@ -1,0 +1,113 @@
+"""Voicemail message documents in the monthly databases (storage.md 5, 7.2, 9)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from piston_vm import gregorian
+from piston_vm.storage.couch import CouchClient, DbNotFound
+from piston_vm.storage.databases import Databases
+from piston_vm.storage.names import DbName, months_between
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+
+DESIGN = "mailbox_messages"
+FOLDERS = ("new", "saved", "deleted")
+# Soft deletes go to CouchDB in batches of this many documents.
+BULK_BATCH_DOCS = 500
+
+
+class MessageStore:
+    def __init__(self, couch: CouchClient, databases: Databases) -> None:
+        self.couch = couch
+        self.databases = databases
+
+    async def existing_modbs(
+        self, account_db: DbName, first: tuple[int, int], last: tuple[int, int]
+    ) -> list[DbName]:
+        """The MODBs of the account for months first..last that exist, oldest first."""
+        ready = []
+        for year, month in months_between(first, last):
+            modb = account_db.modb(year, month)
+            if await self.databases.ensure_modb(modb, create=False):
+                ready.append(modb)
+        return ready
+
+    async def all_modbs(self, account_db: DbName) -> list[DbName]:
+        """Every MODB the account has, oldest first (for box delete and bulk delete-all)."""
+        prefix = account_db.unencoded + "-"
+        names = await self.couch.all_dbs(prefix, prefix + "\ufff0")
+        modbs = []
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            try:
+                modb = DbName.parse(name)
+            except ValueError:
+                continue
+            if modb.month is not None and modb.account_id == account_db.account_id:
+                await self.databases.ensure_modb(modb, create=False)
+                modbs.append(modb)
+        return sorted(modbs, key=lambda m: m.month or (0, 0))
+
+    async def window_modbs(self, account_db: DbName, start: int, end: int) -> list[DbName]:
+        return await self.existing_modbs(
+            account_db, gregorian.utc_month(start), gregorian.utc_month(end)
+        )
+
+    async def folder_counts(
+        self, account_db: DbName, start: int, end: int
+    ) -> dict[str, Counter[str]]:
+        """Per folder, the number of live messages per box with start <= timestamp <= end."""
+        counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
+        for modb in await self.window_modbs(account_db, start, end):
+            for folder in FOLDERS:
+                try:
+                    result = await self.couch.view(
+                        modb.unencoded, DESIGN, "count_per_folder",
+                        {"startkey": [folder, start], "endkey": [folder, end, {}]},
+                    )
+                except DbNotFound:
+                    self.databases.forget(modb)
+                    continue
+                for row in result.get("rows", []):
+                    key = row.get("key")
+                    if isinstance(key, list) and len(key) == 3 and isinstance(key[2], str):
+                        counts[folder][key[2]] += 1
+        return counts
+
+    async def box_message_ids(self, modb: DbName, box_id: str) -> list[str]:
+        """Ids of the box's live messages in one MODB, whatever their folder or time."""
+        try:
+            result = await self.couch.view(
+                modb.unencoded, DESIGN, "count_per_box_folder",
+                {"startkey": [box_id], "endkey": [box_id, {}]},
+            )
+        except DbNotFound:
+            return []
+        return [str(row["id"]) for row in result.get("rows", [])]
+
+    async def get_docs(self, modb: DbName, ids: list[str]) -> list[JsonObject]:
+        try:
+            rows = await self.couch.all_docs(modb.unencoded, ids)
+        except DbNotFound:
+            return []
+        return [row["doc"] for row in rows if isinstance(row.get("doc"), dict)]
+
+    async def bulk_save(self, modb: DbName, docs: list[JsonObject]) -> dict[str, str | None]:
+        """Save docs with `_bulk_docs`; id → None on success, else CouchDB's error string."""
+        outcome: dict[str, str | None] = {}
+        for start in range(0, len(docs), BULK_BATCH_DOCS):
+            batch = docs[start : start + BULK_BATCH_DOCS]
+            for result in await self.couch.bulk_docs(modb.unencoded, batch):
+                doc_id = str(result.get("id"))
+                outcome[doc_id] = str(result["error"]) if "error" in result else None
+                if "rev" in result and "error" not in result:
+                    for doc in batch:
+                        if doc.get("_id") == doc_id:
+                            doc["_rev"] = result["rev"]
+        return outcome

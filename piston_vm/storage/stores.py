@@ -1,0 +1,34 @@
+"""The storage layer's front door: every store built on one CouchDB client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from piston_vm.config import Settings
+from piston_vm.storage.accounts import AccountStore
+from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.databases import Databases
+from piston_vm.storage.design import DesignDocs
+from piston_vm.storage.messages import MessageStore
+from piston_vm.storage.vmboxes import VmboxStore
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    couch: CouchClient
+    databases: Databases
+    accounts: AccountStore
+    vmboxes: VmboxStore
+    messages: MessageStore
+
+    @classmethod
+    def build(cls, settings: Settings, couch: CouchClient) -> Stores:
+        design = DesignDocs.load(settings.couchdb_dir, settings.modb_design_dir)
+        databases = Databases(couch, design)
+        return cls(
+            couch=couch,
+            databases=databases,
+            accounts=AccountStore(couch, databases, settings.account_cache_ttl_s),
+            vmboxes=VmboxStore(couch, databases),
+            messages=MessageStore(couch, databases),
+        )

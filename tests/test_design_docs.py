@@ -1,0 +1,52 @@
+"""The design documents in couchdb/: valid ES5 that real CouchDB's JavaScript engines accept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+COUCHDB_DIR = Path(__file__).resolve().parent.parent / "couchdb"
+DESIGN_FILES = sorted(
+    p for d in ("account", "accounts", "modb") for p in (COUCHDB_DIR / d).glob("*.json")
+)
+
+# Parses each map function as ES5 when acorn is available (it ships with the devserver's
+# dependencies), otherwise with V8; either way a syntax error fails the test, because the bundled
+# server would accept such a view silently and real CouchDB would reject it.
+_CHECK_JS = r"""
+const fs = require('fs');
+let parse;
+try {
+  const acorn = require('acorn');
+  parse = (src) => acorn.parse('(' + src + ')', {ecmaVersion: 5});
+}
+catch (e) { const vm = require('vm'); parse = (src) => new vm.Script('(' + src + ')'); }
+const doc = JSON.parse(fs.readFileSync(process.argv[1], 'utf8'));
+for (const [name, view] of Object.entries(doc.views)) {
+  try { parse(view.map); }
+  catch (e) { console.error(name + ': ' + e.message); process.exit(1); }
+}
+"""
+
+
+@pytest.mark.parametrize("path", DESIGN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_map_functions_are_es5(path: Path) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is required (it runs the bundled CouchDB server)"
+    result = subprocess.run(
+        [node, "-e", _CHECK_JS, str(path)], cwd=COUCHDB_DIR / "devserver",
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", DESIGN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_design_docs_have_no_reduce_and_use_javascript(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    assert doc["_id"].startswith("_design/")
+    assert doc["language"] == "javascript"
+    assert all(set(view) == {"map"} for view in doc["views"].values())
