@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
 
-DEVSERVER_DIR: Path = Path(__file__).resolve().parent.parent / "couchdb" / "devserver"
+DEVSERVER_DIR: Path = Path(__file__).absolute().parent.parent / "couchdb" / "devserver"
 DEVSERVER_DIR_ENV = "PISTON_VM_DEVSERVER_DIR"
 # The admin login goes to the child through its environment, not argv (visible in `ps`).
 ADMIN_ENV = "DEVSERVER_ADMIN"
@@ -254,6 +255,8 @@ def run_foreground(
     if admin is None:
         log.warning("no --admin given: the dev server accepts every request without login")
     with subprocess.Popen(args, cwd=directory, env=_child_env(admin)) as child:
+        # A supervisor's SIGTERM reaches only us: pass it on so node shuts down cleanly.
+        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: child.terminate())
         try:
             return child.wait()
         except KeyboardInterrupt:
@@ -264,3 +267,5 @@ def run_foreground(
                 child.kill()
                 child.wait()
             return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)

@@ -29,9 +29,13 @@ def private_part(doc: JsonObject) -> JsonObject:
     return {k: v for k, v in doc.items() if is_private(k)}
 
 
-def stamp_auth(doc: JsonObject, ctx: RequestContext) -> None:
-    """The per-save fields that say who changed a document through the API (storage.md 4.2)."""
-    doc["pvt_request_id"] = ctx.request_id
+def stamp_auth(doc: JsonObject, ctx: RequestContext, request_id: bool = True) -> None:
+    """The per-save fields that say who changed a document through the API (storage.md 4.2).
+
+    Message folder changes and deletes leave `pvt_request_id` alone (storage.md 5.5).
+    """
+    if request_id:
+        doc["pvt_request_id"] = ctx.request_id
     doc["pvt_is_authenticated"] = True
     if ctx.claims is not None:
         doc["pvt_auth_account_id"] = ctx.claims.account_id
@@ -63,7 +67,7 @@ def mark_deleted(message: JsonObject, ctx: RequestContext) -> None:
     metadata["folder"] = "deleted"
     copy_transcription(message)
     message["pvt_deleted"] = True
-    stamp_auth(message, ctx)
+    stamp_auth(message, ctx, request_id=False)
 
 
 def copy_transcription(message: JsonObject) -> None:

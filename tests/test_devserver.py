@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from piston_vm import devserver
 
 ADMIN = ("admin", "s3cret:pw")
 SLASH_DB = "account/3a/63/rest"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SLASH_PATH = "/" + quote(SLASH_DB, safe="")  # /account%2F3a%2F63%2Frest
 
 
@@ -425,6 +427,35 @@ async def test_startup_failure_reports_stderr() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(devserver.DevServerError, match="EADDRINUSE"):
             await devserver.start_devserver(in_memory=True, port=port, startup_timeout_s=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_run_foreground_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    code = (
+        "import sys; from pathlib import Path; from piston_vm import devserver; "
+        "sys.exit(devserver.run_foreground(host='127.0.0.1', port=0, "
+        f"data_dir=Path({str(tmp_path)!r}), in_memory=False, admin=('a', 'b')))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30.0)
+        url = json.loads(line)["url"]
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/_up") as resp:
+            assert resp.status == 200
+        # SIGINT goes to the whole group (a terminal's Ctrl-C); SIGTERM only to Python.
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), 5.0) == 0
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
 
 
 def test_ensure_installed_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

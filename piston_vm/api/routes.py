@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from piston_vm.api import auth, vmboxes
-from piston_vm.routing import Endpoint
+from piston_vm.api import auth, messages, vmboxes
+from piston_vm.routing import BodyKind, Endpoint
 
 ACCOUNT = "/v2/accounts/{account_id:[^/]*}"
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("/v2/api_auth", {"PUT": auth.api_auth}, authenticated=False),
     Endpoint(f"{ACCOUNT}/vmboxes", {"GET": vmboxes.list_boxes, "PUT": vmboxes.create_box}),
+    # Literal segments first: "messages" after /vmboxes/ and "raw" after /messages/ are never ids.
+    Endpoint(f"{ACCOUNT}/vmboxes/messages", {"GET": messages.list_account_messages}),
     Endpoint(
         f"{ACCOUNT}/vmboxes/{{box_id}}",
         {
@@ -18,5 +20,30 @@ ENDPOINTS: list[Endpoint] = [
             "PATCH": vmboxes.patch_box,
             "DELETE": vmboxes.delete_box,
         },
+    ),
+    Endpoint(
+        f"{ACCOUNT}/vmboxes/{{box_id}}/messages",
+        {
+            "GET": messages.list_box_messages,
+            "PUT": messages.create_message,
+            "POST": messages.bulk_change,
+            "DELETE": messages.bulk_delete,
+        },
+        body=BodyKind.UPLOAD,
+    ),
+    Endpoint(f"{ACCOUNT}/vmboxes/{{box_id}}/messages/raw", {"POST": messages.zip_audio},
+             body=BodyKind.ZIP),
+    Endpoint(
+        f"{ACCOUNT}/vmboxes/{{box_id}}/messages/{{message_id}}",
+        {
+            "GET": messages.get_message,
+            "POST": messages.change_message,
+            "DELETE": messages.delete_message,
+        },
+    ),
+    Endpoint(
+        f"{ACCOUNT}/vmboxes/{{box_id}}/messages/{{message_id}}/raw",
+        {"GET": messages.get_audio, "PUT": messages.put_audio},
+        body=BodyKind.UPLOAD,
     ),
 ]

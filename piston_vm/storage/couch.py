@@ -279,12 +279,16 @@ class CouchClient:
 
     @asynccontextmanager
     async def open_attachment(
-        self, db: str, doc_id: str, name: str
+        self, db: str, doc_id: str, name: str, byte_range: tuple[int, int] | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streaming response for one attachment (caller reads `.content` in chunks)."""
+        headers = {"Accept": "*/*"}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         try:
             async with self.session.get(
-                self.attachment_url(db, doc_id, name), headers={"Accept": "*/*"}
+                self.attachment_url(db, doc_id, name), headers=headers,
+                timeout=self._view_timeout,
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+import aiohttp
+
 from piston_vm import gregorian
-from piston_vm.storage.couch import CouchClient, DbNotFound
+from piston_vm.listing import Cursor
+from piston_vm.storage.couch import CouchClient, DbNotFound, DocNotFound
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName, months_between
 
@@ -25,6 +30,83 @@ class MessageStore:
     def __init__(self, couch: CouchClient, databases: Databases) -> None:
         self.couch = couch
         self.databases = databases
+
+    async def get(self, modb: DbName, message_id: str) -> JsonObject | None:
+        """The stored document, deleted or not, or None (missing doc or missing MODB)."""
+        return await self.couch.get_doc(modb.unencoded, message_id)
+
+    async def create(self, modb: DbName, doc: JsonObject) -> None:
+        """Save a new message, creating its MODB (and design docs) first when needed (D-12)."""
+        await self.databases.ensure_modb(modb, create=True)
+        try:
+            await self.couch.put_doc(modb.unencoded, doc)
+        except DbNotFound:
+            # The MODB vanished since we cached it as ready: create it again, once.
+            self.databases.forget(modb)
+            await self.databases.ensure_modb(modb, create=True)
+            await self.couch.put_doc(modb.unencoded, doc)
+
+    async def save(self, modb: DbName, doc: JsonObject) -> str:
+        """Update; raises DocConflict when someone else saved first."""
+        return await self.couch.put_doc(modb.unencoded, doc)
+
+    async def remove(self, modb: DbName, message_id: str, rev: str) -> None:
+        """Hard delete: used only for the source of a completed move (D-16)."""
+        with suppress(DocNotFound, DbNotFound):
+            await self.couch.delete_doc(modb.unencoded, message_id, rev)
+
+    async def listing(
+        self,
+        modb: DbName,
+        view: str,
+        first_key: list[Any],
+        last_key: list[Any],
+        cursor: Cursor | None,
+        limit: int,
+        descending: bool,
+        include_docs: bool,
+    ) -> list[JsonObject]:
+        """Rows of a listing view between two keys (inclusive), starting at `cursor`."""
+        params: dict[str, Any] = {
+            "startkey": cursor.key if cursor is not None else first_key,
+            "endkey": last_key,
+            "descending": descending,
+            "include_docs": include_docs,
+        }
+        if cursor is not None and cursor.doc_id is not None:
+            params["startkey_docid"] = cursor.doc_id
+        if limit:
+            params["limit"] = limit
+        try:
+            result = await self.couch.view(modb.unencoded, DESIGN, view, params)
+        except DbNotFound:
+            self.databases.forget(modb)
+            return []
+        return [dict(row) for row in result.get("rows", [])]
+
+    @asynccontextmanager
+    async def open_audio(
+        self, db: DbName, doc_id: str, name: str, byte_range: tuple[int, int] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Stream one attachment; CouchDB answers 206 when it honours the range, else 200."""
+        async with self.couch.open_attachment(
+            db.unencoded, doc_id, name, byte_range
+        ) as response:
+            yield response
+
+    async def put_audio(
+        self,
+        modb: DbName,
+        doc: JsonObject,
+        name: str,
+        content_type: str,
+        body: Any,
+        length: int,
+    ) -> None:
+        """Attach audio with a standalone PUT (never inline base64); updates doc["_rev"]."""
+        doc["_rev"] = await self.couch.put_attachment(
+            modb.unencoded, doc["_id"], doc["_rev"], name, content_type, body, length
+        )
 
     async def existing_modbs(
         self, account_db: DbName, first: tuple[int, int], last: tuple[int, int]

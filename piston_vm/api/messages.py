@@ -1,0 +1,213 @@
+"""Voicemail message endpoints (api.md 9.7–9.17): read the request, call the service, respond."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from piston_vm import envelope, errors, gregorian
+from piston_vm.keys import CONTEXT, SETTINGS, STORES, VALIDATOR
+from piston_vm.media import attachment_name, content_disposition, download_filename, unique_names
+from piston_vm.middlewares import parse_envelope
+from piston_vm.routing import FORM_TYPE, JSON_TYPES, request_mime
+from piston_vm.services import message_docs as docs
+from piston_vm.services.audio import NO_AUDIO_CAUSE, AudioService, ZipEntry, zip_response
+from piston_vm.services.messages import MessageService, message_ids
+from piston_vm.services.timezones import box_timezone
+from piston_vm.storage.accounts import Account
+from piston_vm.uploads import Upload, UploadedFile, read_upload
+
+
+def _service(request: web.Request) -> MessageService:
+    return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS])
+
+
+def _account(request: web.Request) -> Account:
+    account = request[CONTEXT].account
+    assert account is not None, "the gate loads the account before any handler"
+    return account
+
+
+def _ids(request: web.Request) -> tuple[str, str]:
+    return request.match_info["box_id"], request.match_info.get("message_id", "")
+
+
+def _location(request: web.Request, message_id: str) -> str:
+    box_id, _ = _ids(request)
+    return f"/v2/accounts/{_account(request).id}/vmboxes/{box_id}/messages/{message_id}"
+
+
+async def _read_upload(request: web.Request) -> Upload:
+    """Files of an upload request; JSON bodies were already parsed by the pipeline."""
+    ctx = request[CONTEXT]
+    mime = request_mime(request)
+    if mime in JSON_TYPES or mime == FORM_TYPE or not request.can_read_body:
+        return Upload(envelope={}, files=[])
+    upload = await read_upload(
+        request, request.app[SETTINGS].max_upload_bytes,
+        lambda raw: parse_envelope(raw, form_fallback=False),
+    )
+    if upload.envelope:
+        ctx.envelope = upload.envelope
+    return upload
+
+
+def _single_file(files: list[UploadedFile], required: bool) -> UploadedFile | None:
+    if len(files) > 1:
+        raise errors.validation_error("file", "maxItems", {
+            "message": "Please provide a single media file"})
+    if not files and required:
+        raise errors.validation_error("file", "required", {
+            "message": "Please provide a media file"})
+    return files[0] if files else None
+
+
+async def list_account_messages(request: web.Request) -> web.StreamResponse:
+    page = await _service(request).listing(request[CONTEXT], _account(request), None)
+    return _list_response(request, page.rows, page)
+
+
+async def list_box_messages(request: web.Request) -> web.StreamResponse:
+    box_id, _ = _ids(request)
+    page = await _service(request).listing(request[CONTEXT], _account(request), box_id)
+    return _list_response(request, page.rows, page)
+
+
+def _list_response(request: web.Request, rows: list[Any], page: Any) -> web.Response:
+    cursor = page.next_cursor.encode() if page.next_cursor else None
+    return envelope.success(
+        request, rows, page=envelope.Page(page.start_key, cursor) if page.paginated else None)
+
+
+async def create_message(request: web.Request) -> web.StreamResponse:
+    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    box_id, _ = _ids(request)
+    box = await service.load_box(account, box_id)
+    upload = await _read_upload(request)
+    try:
+        audio_file = _single_file(upload.files, required=False)
+        fields = service.validate_metadata(ctx.data)
+        modb, doc = await service.build_new(ctx, account, box, fields)
+        await service.stores.messages.create(modb, doc)
+        if audio_file is not None:
+            name = attachment_name(_filename(ctx.value("filename")), audio_file.content_type,
+                                   gregorian.now())
+            try:
+                await service.stores.messages.put_audio(
+                    modb, doc, name, audio_file.content_type, audio_file.chunks(),
+                    audio_file.size)
+            except BaseException:
+                # No message without its audio: take the half-made document back.
+                await service.stores.messages.remove(modb, doc["_id"], doc["_rev"])
+                raise
+    finally:
+        upload.discard()
+    data = docs.public_metadata(doc, 0)
+    return envelope.success(request, data, status=HTTPStatus.CREATED,
+                            headers={"Location": _location(request, doc["_id"])})
+
+
+def _filename(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+async def bulk_change(request: web.Request) -> web.StreamResponse:
+    box_id, _ = _ids(request)
+    result = await _service(request).bulk_change(request[CONTEXT], _account(request), box_id)
+    return envelope.success(request, result)
+
+
+async def bulk_delete(request: web.Request) -> web.StreamResponse:
+    box_id, _ = _ids(request)
+    result = await _service(request).bulk_delete(request[CONTEXT], _account(request), box_id)
+    return envelope.success(request, result)
+
+
+async def get_message(request: web.Request) -> web.StreamResponse:
+    box_id, message_id = _ids(request)
+    data = await _service(request).fetch(_account(request), box_id, message_id)
+    return envelope.success(request, data)
+
+
+async def change_message(request: web.Request) -> web.StreamResponse:
+    box_id, message_id = _ids(request)
+    data, _ = await _service(request).change(
+        request[CONTEXT], _account(request), box_id, message_id)
+    return envelope.success(request, data)
+
+
+async def delete_message(request: web.Request) -> web.StreamResponse:
+    box_id, message_id = _ids(request)
+    data = await _service(request).delete(request[CONTEXT], _account(request), box_id, message_id)
+    return envelope.success(request, data)
+
+
+async def get_audio(request: web.Request) -> web.StreamResponse:
+    account, service = _account(request), _service(request)
+    box_id, message_id = _ids(request)
+    found = await service.locate(account, box_id, message_id)
+    box = await service.load_box(account, box_id)
+    found = await service._fix_folder(found)
+    audio = AudioService(service.stores)
+    source = await audio.source(found)
+    if source is None:
+        raise errors.bad_identifier(NO_AUDIO_CAUSE)
+    filename = await _download_name(request, account, box, found.doc, source.label)
+    return await audio.respond(request, source, content_disposition(filename))
+
+
+async def _download_name(
+    request: web.Request, account: Account, box: dict[str, Any], doc: dict[str, Any], name: str
+) -> str:
+    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    zone_name = await box_timezone(
+        request.app[STORES], account, box, request.app[SETTINGS].default_timezone)
+    timestamp = metadata.get("timestamp") if isinstance(metadata, dict) else None
+    caller = metadata.get("caller_id_number") if isinstance(metadata, dict) else None
+    return download_filename(
+        caller if isinstance(caller, str) else None,
+        timestamp if isinstance(timestamp, int) else docs.message_time(doc),
+        zone_name, name)
+
+
+async def put_audio(request: web.Request) -> web.StreamResponse:
+    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    box_id, message_id = _ids(request)
+    found = await service.locate(account, box_id, message_id)
+    await service.check_changeable(account, found)
+    upload = await _read_upload(request)
+    try:
+        audio_file = _single_file(upload.files, required=True)
+        assert audio_file is not None
+        name = attachment_name(_filename(ctx.value("filename")), audio_file.content_type,
+                               gregorian.now())
+        doc = await AudioService(service.stores).replace(
+            ctx, found, name, audio_file.content_type, audio_file.chunks(), audio_file.size)
+    finally:
+        upload.discard()
+    return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,
+                            headers={"Location": _location(request, message_id)})
+
+
+async def zip_audio(request: web.Request) -> web.StreamResponse:
+    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    box_id, _ = _ids(request)
+    ids = message_ids(ctx.data)
+    box = await service.load_box(account, box_id)
+    located = await service.for_zip(account, box_id, ids)
+    audio = AudioService(service.stores)
+    entries: list[ZipEntry] = []
+    names: list[str] = []
+    for found in located:
+        source = await audio.source(found)
+        if source is None:
+            continue
+        names.append(await _download_name(request, account, box, found.doc, source.label))
+        entries.append(ZipEntry("", source, docs.message_time(found.doc) or gregorian.now()))
+    if not entries:
+        raise errors.not_found()
+    named = [ZipEntry(name, entry.source, entry.modified_gregorian_s)
+             for name, entry in zip(unique_names(names), entries, strict=True)]
+    return await zip_response(request, audio, named, f"{ctx.request_id}.zip")
