@@ -24,6 +24,7 @@ from piston_vm.routing import (
     endpoint_of,
     request_mime,
 )
+from piston_vm.storage.couch import DbNotFound, DocConflict
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.warning("[%s] %s %s: %s %s", ctx.request_id, request.method, request.path,
                         error.message, error.data.get("cause", ""))
         return envelope.failure(request, error)
+    except DocConflict:
+        return envelope.failure(request, errors.datastore_conflict())
+    except DbNotFound as missing:
+        return envelope.failure(request, errors.datastore_missing(missing.db))
     except web.HTTPRequestEntityTooLarge:
         return envelope.failure(request, errors.payload_too_large(
             request.app[SETTINGS].max_upload_bytes))

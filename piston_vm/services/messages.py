@@ -24,7 +24,7 @@ from piston_vm.services.audio import AudioService
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
-from piston_vm.storage.couch import DocConflict
+from piston_vm.storage.couch import DocConflict, StorageError
 from piston_vm.storage.names import DbName, message_month, yyyymm
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator
@@ -106,9 +106,9 @@ def destinations(value: Any) -> str | list[str] | None:
 
 
 def _copy_id(source: JsonObject, box_id: str, month: tuple[int, int]) -> str:
-    # Deterministic per (source revision, destination): a retried move or copy finds the copy it
-    # already made instead of writing a second one.
-    seed = f"{source['_id']}\n{source.get('_rev', '')}\n{box_id}".encode()
+    # Deterministic per (source message, destination box, month): a retried move or copy finds
+    # the copy it already made instead of writing a second one.
+    seed = f"{source['_id']}\n{box_id}".encode()
     return f"{yyyymm(*month)}-{hashlib.md5(seed).hexdigest()}"
 
 
@@ -276,7 +276,7 @@ class MessageService:
         boxes = await self._destination_boxes(account, target)
         if isinstance(target, str):
             moved = await self._copy(ctx, account, found, boxes[target])
-            await self.stores.messages.remove(found.modb, found.id, str(found.doc["_rev"]))
+            await self._remove_moved(found)
             return docs.public_metadata(moved, await self.retention_timestamp(account)), False
         new_ids = [(await self._copy(ctx, account, found, boxes[b]))["_id"] for b in target]
         return BulkResult(new_ids, []).as_data(), True
@@ -307,7 +307,8 @@ class MessageService:
         copy_id = _copy_id(found.doc, box["_id"], month)
         existing = await self.stores.messages.get(modb, copy_id)
         audio = AudioService(self.stores)
-        if existing is not None and await audio.copy_is_complete(found, existing):
+        if (existing is not None and not existing.get("pvt_deleted")
+                and await audio.copy_is_complete(found, existing)):
             return existing
         zone_name = await box_timezone(self.stores, account, box, self.settings.default_timezone)
         doc = docs.copy_for_box(found.doc, copy_id, modb, box, zone_name, account.realm, now)
@@ -319,6 +320,20 @@ class MessageService:
             await self.stores.messages.create(modb, doc)
         await audio.copy_audio(found, Located(modb, doc))
         return doc
+
+    async def _remove_moved(self, found: Located) -> None:
+        """Remove a move's source once its copy is complete; a concurrent edit does not stop it."""
+        rev = str(found.doc["_rev"])
+        for _ in range(SAVE_ATTEMPTS):
+            try:
+                await self.stores.messages.remove(found.modb, found.id, rev)
+                return
+            except DocConflict:
+                fresh = await self.stores.messages.get(found.modb, found.id)
+                if fresh is None:
+                    return
+                rev = str(fresh["_rev"])
+        raise errors.datastore_conflict()
 
     # -- lists -----------------------------------------------------------------------------
 
@@ -355,7 +370,7 @@ class MessageService:
         desc = descending(ctx.query, default=True)
         filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
         cutoff = await self.retention_timestamp(account)
-        modbs = await self.stores.messages.window_modbs(account.db, window.start, window.end)
+        modbs = self.stores.messages.window_months(account.db, window.start, window.end)
         if desc:
             modbs.reverse()
         cursor = page.cursor
@@ -375,6 +390,9 @@ class MessageService:
         wanted = page.page_size + 1 if page.paginate else None
         collected: list[tuple[DbName, JsonObject]] = []
         for modb in modbs:
+            # Existence is checked only for months the page reaches (reads never create MODBs).
+            if not await self.stores.databases.ensure_modb(modb, create=False):
+                continue
             month = yyyymm(*modb.month) if modb.month else None
             start = cursor if cursor is not None and cursor.month == month else None
 
@@ -456,10 +474,11 @@ class MessageService:
                     copied = await self._copy(ctx, account, located, boxes[destination])
                     succeeded.append(str(copied["_id"]))
                 if isinstance(target, str):
-                    await self.stores.messages.remove(
-                        located.modb, located.id, str(located.doc["_rev"]))
+                    await self._remove_moved(located)
             except errors.ApiError as problem:
                 failed.append((message_id, str(problem.data.get("cause", problem.message))))
+            except StorageError as problem:
+                failed.append((message_id, type(problem).__name__))
         for modb, modb_docs in changes.items():
             outcome = await self.stores.messages.bulk_save(modb, modb_docs)
             for doc in modb_docs:

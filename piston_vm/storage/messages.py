@@ -136,6 +136,11 @@ class MessageStore:
                 modbs.append(modb)
         return sorted(modbs, key=lambda m: m.month or (0, 0))
 
+    def window_months(self, account_db: DbName, start: int, end: int) -> list[DbName]:
+        """The MODB names (existing or not) whose month overlaps start..end, oldest first."""
+        first, last = gregorian.utc_month(start), gregorian.utc_month(end)
+        return [account_db.modb(y, m) for y, m in months_between(first, last)]
+
     async def window_modbs(self, account_db: DbName, start: int, end: int) -> list[DbName]:
         return await self.existing_modbs(
             account_db, gregorian.utc_month(start), gregorian.utc_month(end)
