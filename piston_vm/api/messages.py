@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from piston_vm import envelope, errors, gregorian
+from piston_vm.api import account_of
 from piston_vm.keys import CONTEXT, SETTINGS, STORES, VALIDATOR
 from piston_vm.media import attachment_name, content_disposition, download_filename, unique_names
 from piston_vm.middlewares import parse_envelope
@@ -24,19 +25,13 @@ def _service(request: web.Request) -> MessageService:
     return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS])
 
 
-def _account(request: web.Request) -> Account:
-    account = request[CONTEXT].account
-    assert account is not None, "the gate loads the account before any handler"
-    return account
-
-
 def _ids(request: web.Request) -> tuple[str, str]:
     return request.match_info["box_id"], request.match_info.get("message_id", "")
 
 
 def _location(request: web.Request, message_id: str) -> str:
     box_id, _ = _ids(request)
-    return f"/v2/accounts/{_account(request).id}/vmboxes/{box_id}/messages/{message_id}"
+    return f"/v2/accounts/{account_of(request).id}/vmboxes/{box_id}/messages/{message_id}"
 
 
 async def _read_upload(request: web.Request) -> Upload:
@@ -65,13 +60,13 @@ def _single_file(files: list[UploadedFile], required: bool) -> UploadedFile | No
 
 
 async def list_account_messages(request: web.Request) -> web.StreamResponse:
-    page = await _service(request).listing(request[CONTEXT], _account(request), None)
+    page = await _service(request).listing(request[CONTEXT], account_of(request), None)
     return _list_response(request, page.rows, page)
 
 
 async def list_box_messages(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    page = await _service(request).listing(request[CONTEXT], _account(request), box_id)
+    page = await _service(request).listing(request[CONTEXT], account_of(request), box_id)
     return _list_response(request, page.rows, page)
 
 
@@ -82,7 +77,7 @@ def _list_response(request: web.Request, rows: list[Any], page: Any) -> web.Resp
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
-    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    ctx, account, service = request[CONTEXT], account_of(request), _service(request)
     box_id, _ = _ids(request)
     box = await service.load_box(account, box_id)
     upload = await _read_upload(request)
@@ -115,37 +110,37 @@ def _filename(value: Any) -> str | None:
 
 async def bulk_change(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    result = await _service(request).bulk_change(request[CONTEXT], _account(request), box_id)
+    result = await _service(request).bulk_change(request[CONTEXT], account_of(request), box_id)
     return envelope.success(request, result)
 
 
 async def bulk_delete(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    result = await _service(request).bulk_delete(request[CONTEXT], _account(request), box_id)
+    result = await _service(request).bulk_delete(request[CONTEXT], account_of(request), box_id)
     return envelope.success(request, result)
 
 
 async def get_message(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
-    data = await _service(request).fetch(_account(request), box_id, message_id)
+    data = await _service(request).fetch(account_of(request), box_id, message_id)
     return envelope.success(request, data)
 
 
 async def change_message(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
     data, _ = await _service(request).change(
-        request[CONTEXT], _account(request), box_id, message_id)
+        request[CONTEXT], account_of(request), box_id, message_id)
     return envelope.success(request, data)
 
 
 async def delete_message(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
-    data = await _service(request).delete(request[CONTEXT], _account(request), box_id, message_id)
+    data = await _service(request).delete(request[CONTEXT], account_of(request), box_id, message_id)
     return envelope.success(request, data)
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
-    account, service = _account(request), _service(request)
+    account, service = account_of(request), _service(request)
     box_id, message_id = _ids(request)
     found = await service.locate(account, box_id, message_id)
     box = await service.load_box(account, box_id)
@@ -173,7 +168,7 @@ async def _download_name(
 
 
 async def put_audio(request: web.Request) -> web.StreamResponse:
-    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    ctx, account, service = request[CONTEXT], account_of(request), _service(request)
     box_id, message_id = _ids(request)
     found = await service.locate(account, box_id, message_id)
     await service.check_changeable(account, found)
@@ -192,7 +187,7 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
 
 
 async def zip_audio(request: web.Request) -> web.StreamResponse:
-    ctx, account, service = request[CONTEXT], _account(request), _service(request)
+    ctx, account, service = request[CONTEXT], account_of(request), _service(request)
     box_id, _ = _ids(request)
     ids = message_ids(ctx.data)
     box = await service.load_box(account, box_id)

@@ -8,21 +8,15 @@ from typing import Any
 from aiohttp import web
 
 from piston_vm import envelope
+from piston_vm.api import account_of
 from piston_vm.keys import CONTEXT, SETTINGS, STORES, VALIDATOR
 from piston_vm.services.vmboxes import LEGACY_MESSAGE, SavedBox, VmboxService
-from piston_vm.storage.accounts import Account
 
 NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address replaced"
 
 
 def _service(request: web.Request) -> VmboxService:
     return VmboxService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS])
-
-
-def _account(request: web.Request) -> Account:
-    account = request[CONTEXT].account
-    assert account is not None, "the gate loads the account before any handler"
-    return account
 
 
 def _box_response(
@@ -35,7 +29,7 @@ def _box_response(
     if request.method != "DELETE" and isinstance(emails, list) and emails:
         headers["Warning"] = NOTIFY_WARNING
     if status == HTTPStatus.CREATED:
-        headers["Location"] = f"/v2/accounts/{_account(request).id}/vmboxes/{saved.doc['_id']}"
+        headers["Location"] = f"/v2/accounts/{account_of(request).id}/vmboxes/{saved.doc['_id']}"
     return envelope.success(
         request, {**saved.public, **(extra or {})}, status=status, revision=saved.rev,
         message=LEGACY_MESSAGE if saved.has_legacy_messages else None, headers=headers,
@@ -44,39 +38,39 @@ def _box_response(
 
 async def list_boxes(request: web.Request) -> web.StreamResponse:
     rows, next_cursor, start_key, paginated = await _service(request).listing(
-        request[CONTEXT], _account(request)
+        request[CONTEXT], account_of(request)
     )
     page = envelope.Page(start_key, next_cursor.encode() if next_cursor else None)
     return envelope.success(request, rows, page=page if paginated else None)
 
 
 async def create_box(request: web.Request) -> web.StreamResponse:
-    saved = await _service(request).create(request[CONTEXT], _account(request))
+    saved = await _service(request).create(request[CONTEXT], account_of(request))
     return _box_response(request, saved, HTTPStatus.CREATED)
 
 
 async def get_box(request: web.Request) -> web.StreamResponse:
-    doc = await _service(request).load(_account(request), request.match_info["box_id"])
+    doc = await _service(request).load(account_of(request), request.match_info["box_id"])
     return _box_response(request, SavedBox(doc, False))
 
 
 async def replace_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).replace(
-        request[CONTEXT], _account(request), request.match_info["box_id"]
+        request[CONTEXT], account_of(request), request.match_info["box_id"]
     )
     return _box_response(request, saved)
 
 
 async def patch_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).patch(
-        request[CONTEXT], _account(request), request.match_info["box_id"]
+        request[CONTEXT], account_of(request), request.match_info["box_id"]
     )
     return _box_response(request, saved)
 
 
 async def delete_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).delete(
-        request[CONTEXT], _account(request), request.match_info["box_id"]
+        request[CONTEXT], account_of(request), request.match_info["box_id"]
     )
     response = _box_response(request, SavedBox(saved.doc, False),
                              extra={"_read_only": {"deleted": True}})

@@ -455,7 +455,7 @@ class MessageService:
         filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
         cutoff = await self.retention_timestamp(account)
         succeeded: list[str] = []
-        changes: dict[DbName, list[JsonObject]] = {}
+        to_change: list[Located] = []
         for message_id in dict.fromkeys(ids):
             located = found.get(message_id)
             if located is None or not passes(located.doc, filters):
@@ -464,9 +464,7 @@ class MessageService:
                 failed.append((message_id, "prior_to_retention_duration"))
                 continue
             if folder is not None:
-                doc = dict(located.doc)
-                _set_folder(doc, folder, ctx)
-                changes.setdefault(located.modb, []).append(doc)
+                to_change.append(located)
                 continue
             assert target is not None
             try:
@@ -479,14 +477,11 @@ class MessageService:
                 failed.append((message_id, str(problem.data.get("cause", problem.message))))
             except StorageError as problem:
                 failed.append((message_id, type(problem).__name__))
-        for modb, modb_docs in changes.items():
-            outcome = await self.stores.messages.bulk_save(modb, modb_docs)
-            for doc in modb_docs:
-                error = outcome.get(doc["_id"])
-                if error is None:
-                    succeeded.append(doc["_id"])
-                else:
-                    failed.append((doc["_id"], error))
+        if folder is not None:
+            saved, save_failures = await self._bulk_apply(
+                box_id, to_change, lambda doc: _set_folder(doc, folder, ctx))
+            succeeded += saved
+            failed += save_failures
         return _ordered(ids, succeeded, failed, folder is not None)
 
     async def bulk_delete(self, ctx: RequestContext, account: Account, box_id: str) -> JsonObject:
@@ -494,7 +489,7 @@ class MessageService:
         listed = data.get("messages") if isinstance(data, dict) else None
         filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
         failed: list[tuple[str, str]] = []
-        targets: list[Located] = []
+        targets: list[Located]
         if isinstance(listed, list):
             ids = [str(i) for i in listed]
             found, failed = await self._locate_many(account, box_id, ids)
@@ -502,28 +497,67 @@ class MessageService:
         else:
             raw_folder = ctx.value("folder")
             folder = None if raw_folder in (None, "") else folder_value(raw_folder)
-            for modb in await self.stores.messages.all_modbs(account.db):
-                box_ids = await self.stores.messages.box_message_ids(modb, box_id)
-                for doc in await self.stores.messages.get_docs(modb, box_ids):
-                    metadata = doc.get("metadata") or {}
-                    if folder is None or metadata.get("folder") == folder:
-                        targets.append(Located(modb, doc))
+            targets = await self.box_messages(account, box_id, folder)
         targets = [t for t in targets if passes(t.doc, filters)]
+        succeeded, save_failures = await self._bulk_apply(
+            box_id, targets, lambda doc: mark_deleted(doc, ctx))
+        return BulkResult(succeeded, failed + save_failures).as_data()
+
+    async def box_messages(
+        self, account: Account, box_id: str, folder: str | None = None
+    ) -> list[Located]:
+        """Every live message of the box in every MODB, whatever its age (P-11, P-30)."""
+        found: list[Located] = []
+        for modb in await self.stores.messages.all_modbs(account.db):
+            ids = await self.stores.messages.box_message_ids(modb, box_id)
+            for doc in await self.stores.messages.get_docs(modb, ids):
+                metadata = doc.get("metadata")
+                in_folder = isinstance(metadata, dict) and metadata.get("folder") == folder
+                if folder is None or in_folder:
+                    found.append(Located(modb, doc))
+        return found
+
+    async def delete_all_of_box(self, ctx: RequestContext, account: Account, box_id: str) -> None:
+        """Box delete takes every message of the box with it (D-16, P-30)."""
+        targets = await self.box_messages(account, box_id)
+        _, failed = await self._bulk_apply(box_id, targets, lambda doc: mark_deleted(doc, ctx))
+        if failed:
+            # The box stays until its messages are gone: retrying the delete finishes it.
+            raise errors.datastore_fault(f"could not delete {len(failed)} messages")
+
+    async def _bulk_apply(
+        self, box_id: str, targets: list[Located], change: Callable[[JsonObject], None]
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Apply `change` with `_bulk_docs` per MODB; conflicts are re-read and retried."""
         succeeded: list[str] = []
-        by_modb: dict[DbName, list[JsonObject]] = {}
+        failed: list[tuple[str, str]] = []
+        pending: dict[DbName, list[JsonObject]] = {}
         for located in targets:
-            doc = dict(located.doc)
-            mark_deleted(doc, ctx)
-            by_modb.setdefault(located.modb, []).append(doc)
-        for modb, modb_docs in by_modb.items():
-            outcome = await self.stores.messages.bulk_save(modb, modb_docs)
-            for doc in modb_docs:
-                error = outcome.get(doc["_id"])
-                if error is None:
-                    succeeded.append(doc["_id"])
-                else:
-                    failed.append((doc["_id"], error))
-        return BulkResult(succeeded, failed).as_data()
+            pending.setdefault(located.modb, []).append(dict(located.doc))
+        for modb, modb_docs in pending.items():
+            for attempt in range(SAVE_ATTEMPTS):
+                for doc in modb_docs:
+                    change(doc)
+                outcome = await self.stores.messages.bulk_save(modb, modb_docs)
+                retry = []
+                for doc in modb_docs:
+                    error = outcome.get(doc["_id"])
+                    if error is None:
+                        succeeded.append(doc["_id"])
+                    elif error == "conflict" and attempt + 1 < SAVE_ATTEMPTS:
+                        retry.append(doc["_id"])
+                    else:
+                        failed.append((doc["_id"], error))
+                if not retry:
+                    break
+                modb_docs = []
+                for fresh in await self.stores.messages.get_docs(modb, retry):
+                    if (fresh.get("pvt_deleted")
+                            or fresh.get("source_id", box_id) != box_id):
+                        failed.append((fresh["_id"], "not_found"))
+                    else:
+                        modb_docs.append(fresh)
+        return succeeded, failed
 
     async def for_zip(self, account: Account, box_id: str, ids: list[str]) -> list[Located]:
         """Validate every id before a byte is sent (api.md 9.12); duplicates once."""

@@ -10,15 +10,9 @@ from typing import Any
 from piston_vm import errors, gregorian
 from piston_vm.config import Settings
 from piston_vm.context import RequestContext
-from piston_vm.docs import (
-    alphanum_name,
-    deep_merge,
-    is_private,
-    mark_deleted,
-    stamp_auth,
-    without_private,
-)
+from piston_vm.docs import alphanum_name, deep_merge, is_private, stamp_auth, without_private
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator, merge_errors
@@ -167,7 +161,8 @@ class VmboxService:
 
     async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
         stored = await self.load(account, box_id)
-        await self._soft_delete_messages(ctx, account, box_id)
+        await MessageService(self.stores, self.validator, self.settings).delete_all_of_box(
+            ctx, account, box_id)
         doc = dict(stored)
         doc["pvt_deleted"] = True
         self._stamp(doc, account, ctx)
@@ -213,23 +208,3 @@ class VmboxService:
             legacy = row.get("messages")
             row["messages"] = (legacy if isinstance(legacy, int) else 0) + new + saved
             row["folders"] = {"new": new, "saved": saved}
-
-    async def _soft_delete_messages(
-        self, ctx: RequestContext, account: Account, box_id: str
-    ) -> None:
-        """Box delete takes the box's messages with it, in every MODB (D-16, P-30)."""
-        for modb in await self.stores.messages.all_modbs(account.db):
-            ids = await self.stores.messages.box_message_ids(modb, box_id)
-            if not ids:
-                continue
-            docs = await self.stores.messages.get_docs(modb, ids)
-            for doc in docs:
-                mark_deleted(doc, ctx)
-            failed = {
-                doc_id: error
-                for doc_id, error in (await self.stores.messages.bulk_save(modb, docs)).items()
-                if error is not None
-            }
-            if failed:
-                # The box stays until its messages are gone: retrying the delete finishes it.
-                raise errors.datastore_fault(f"could not delete {len(failed)} messages")
