@@ -14,6 +14,7 @@ from aiohttp import web
 
 from piston_vm import devserver
 from piston_vm.app import create_app
+from piston_vm.cli_users import add_users_parser, main_users
 from piston_vm.config import CouchEndpoint, Settings, settings_from_env
 from piston_vm.storage import admin
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--parent", help="parent account id")
     create.add_argument("--superduper", action="store_true")
     create.add_argument("--couchdb-url")
+    add_users_parser(commands)
     return parser
 
 
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 in_memory=args.in_memory,
                 admin=(admin_login[0], admin_login[1]) if admin_login else None,
             )
+        if args.command == "users":
+            return main_users(args)
         if args.command == "accounts":
             result = asyncio.run(_create_account(_settings(args.couchdb_url), args))
             print(json.dumps(result))

@@ -15,6 +15,7 @@ from piston_vm.middlewares import add_common_headers, error_middleware, pipeline
 from piston_vm.routing import register
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
+from piston_vm.throttle import install_login_throttle
 from piston_vm.validation import SchemaValidator
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VALIDATOR] = SchemaValidator(
         settings.schemas_dir, settings.max_pin_length, settings.transcribe_default
     )
+    install_login_throttle(app)
     app.cleanup_ctx.append(couchdb_ctx)
     app.on_response_prepare.append(add_common_headers)
     app.router.add_get("/healthz", healthz)

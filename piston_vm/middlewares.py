@@ -33,7 +33,8 @@ CORS_ALLOW_HEADERS = (
     "content-type, depth, user-agent, x-http-method-override, x-file-size, x-requested-with, "
     "if-modified-since, x-file-name, cache-control, x-auth-token, if-match"
 )
-CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, location, etag"
+# retry-after lets browser clients read the login throttle's wait (api.md lists the rest).
+CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, location, etag, retry-after"
 
 
 def _request_id(request: web.Request) -> str:

@@ -1,4 +1,4 @@
-"""Token endpoints: `PUT /v2/api_auth` (api.md 6.4); user logins live in services/auth.py."""
+"""Token endpoints: `PUT /v2/user_auth` and `PUT /v2/api_auth` (api.md 6.3–6.4), throttled."""
 
 from __future__ import annotations
 
@@ -8,13 +8,31 @@ from aiohttp import web
 
 from piston_vm import envelope
 from piston_vm.keys import CONTEXT, SETTINGS, STORES
-from piston_vm.services.auth import login_with_api_key
+from piston_vm.services.auth import login_with_api_key, login_with_credentials, parse_user_login
+from piston_vm.throttle import LOGIN_THROTTLE, login_keys
+
+
+async def user_auth(request: web.Request) -> web.StreamResponse:
+    ctx = request[CONTEXT]
+    login = parse_user_login(ctx.data)
+    keys = login_keys(request.remote, *login.throttle_identity())
+    with request.app[LOGIN_THROTTLE].attempt(keys):
+        token, reply = await login_with_credentials(
+            request.app[STORES], request.app[SETTINGS], login
+        )
+    # The auth PUTs ignore any token sent with them (api.md 6.1), so none is echoed back.
+    ctx.token = None
+    return envelope.success(request, reply, status=HTTPStatus.CREATED, auth_token=token)
 
 
 async def api_auth(request: web.Request) -> web.StreamResponse:
     ctx = request[CONTEXT]
     data = ctx.data
     api_key = data.get("api_key") if isinstance(data, dict) else None
-    token, reply = await login_with_api_key(request.app[STORES], request.app[SETTINGS], api_key)
+    keys = login_keys(request.remote, "api_auth", api_key if isinstance(api_key, str) else "")
+    with request.app[LOGIN_THROTTLE].attempt(keys):
+        token, reply = await login_with_api_key(
+            request.app[STORES], request.app[SETTINGS], api_key
+        )
     ctx.token = None
     return envelope.success(request, reply, status=HTTPStatus.CREATED, auth_token=token)

@@ -9,6 +9,7 @@ ACCOUNT = "/v2/accounts/{account_id:[^/]*}"
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("/v2/api_auth", {"PUT": auth.api_auth}, authenticated=False),
+    Endpoint("/v2/user_auth", {"PUT": auth.user_auth}, authenticated=False),
     Endpoint(f"{ACCOUNT}/vmboxes", {"GET": vmboxes.list_boxes, "PUT": vmboxes.create_box}),
     # Literal segments first: "messages" after /vmboxes/ and "raw" after /messages/ are never ids.
     Endpoint(f"{ACCOUNT}/vmboxes/messages", {"GET": messages.list_account_messages}),

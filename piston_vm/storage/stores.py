@@ -10,6 +10,7 @@ from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import DesignDocs
 from piston_vm.storage.messages import MessageStore
+from piston_vm.storage.users import UserStore
 from piston_vm.storage.vmboxes import VmboxStore
 
 
@@ -20,6 +21,7 @@ class Stores:
     accounts: AccountStore
     vmboxes: VmboxStore
     messages: MessageStore
+    users: UserStore
 
     @classmethod
     def build(cls, settings: Settings, couch: CouchClient) -> Stores:
@@ -31,4 +33,5 @@ class Stores:
             accounts=AccountStore(couch, databases, settings.account_cache_ttl_s),
             vmboxes=VmboxStore(couch, databases),
             messages=MessageStore(couch, databases),
+            users=UserStore(couch),
         )
