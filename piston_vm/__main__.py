@@ -14,6 +14,7 @@ from aiohttp import web
 
 from piston_vm import devserver
 from piston_vm.app import create_app
+from piston_vm.cli_migrate import add_migrate_parser, main_migrate
 from piston_vm.cli_users import add_users_parser, main_users
 from piston_vm.config import CouchEndpoint, Settings, settings_from_env
 from piston_vm.storage import admin
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--superduper", action="store_true")
     create.add_argument("--couchdb-url")
     add_users_parser(commands)
+    add_migrate_parser(commands)
     return parser
 
 
@@ -130,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 in_memory=args.in_memory,
                 admin=(admin_login[0], admin_login[1]) if admin_login else None,
             )
+        if args.command == "migrate":
+            return main_migrate(args)
         if args.command == "users":
             return main_users(args)
         if args.command == "accounts":

@@ -10,9 +10,10 @@ from aiohttp import web
 from piston_vm.api.routes import ENDPOINTS
 from piston_vm.config import Settings
 from piston_vm.health import healthz
-from piston_vm.keys import SETTINGS, STORES, VALIDATOR
+from piston_vm.keys import MIGRATOR, SETTINGS, STORES, VALIDATOR
 from piston_vm.middlewares import add_common_headers, error_middleware, pipeline_middleware
 from piston_vm.routing import register
+from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.throttle import install_login_throttle
@@ -36,6 +37,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         stores = Stores.build(settings, couch)
         await stores.accounts.ensure_accounts_db()
         app[STORES] = stores
+        app[MIGRATOR] = LegacyMigrator(stores, settings)
         yield
     finally:
         await couch.close()

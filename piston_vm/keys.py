@@ -6,11 +6,14 @@ from aiohttp import web
 
 from piston_vm.config import Settings
 from piston_vm.context import RequestContext
+from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator
 
 SETTINGS = web.AppKey("settings", Settings)
 STORES = web.AppKey("stores", Stores)
 VALIDATOR = web.AppKey("validator", SchemaValidator)
+# One per process: its per-box locks keep concurrent requests from migrating the same box twice.
+MIGRATOR = web.AppKey("migrator", LegacyMigrator)
 
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from piston_vm import envelope, errors, gregorian
 from piston_vm.api import account_of
-from piston_vm.keys import CONTEXT, SETTINGS, STORES, VALIDATOR
+from piston_vm.keys import CONTEXT, MIGRATOR, SETTINGS, STORES, VALIDATOR
 from piston_vm.media import attachment_name, content_disposition, download_filename, unique_names
 from piston_vm.middlewares import parse_envelope
 from piston_vm.routing import FORM_TYPE, JSON_TYPES, request_mime
@@ -22,7 +22,8 @@ from piston_vm.uploads import Upload, UploadedFile, read_upload
 
 
 def _service(request: web.Request) -> MessageService:
-    return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS])
+    return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS],
+                          request.app[MIGRATOR])
 
 
 def _ids(request: web.Request) -> tuple[str, str]:

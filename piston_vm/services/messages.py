@@ -21,6 +21,7 @@ from piston_vm.docs import copy_transcription, mark_deleted, stamp_auth
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioService
+from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
@@ -113,10 +114,17 @@ def _copy_id(source: JsonObject, box_id: str, month: tuple[int, int]) -> str:
 
 
 class MessageService:
-    def __init__(self, stores: Stores, validator: SchemaValidator, settings: Settings) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        validator: SchemaValidator,
+        settings: Settings,
+        migrator: LegacyMigrator,
+    ) -> None:
         self.stores = stores
         self.validator = validator
         self.settings = settings
+        self.migrator = migrator
 
     # -- shared lookups ------------------------------------------------------------------
 
@@ -128,13 +136,31 @@ class MessageService:
         box = await self.stores.vmboxes.get(account.db, box_id)
         if box is None:
             raise errors.bad_identifier(box_id)
-        return box
+        return await self.migrator.prepare_box(account, box)
+
+    async def prepare(self, account: Account, box_id: str) -> None:
+        """Lazy legacy migration before any message operation on a box that exists (D-13)."""
+        from piston_vm.services.vmboxes import valid_box_id
+
+        if not valid_box_id(box_id) or self.migrator.box_known_clean(account, box_id):
+            return
+        box = await self.stores.vmboxes.get(account.db, box_id)
+        if box is not None:
+            await self.migrator.prepare_box(account, box)
+
+    async def current_id(self, account: Account, box_id: str, message_id: str) -> str:
+        """P-25: an old media id (no YYYYMM- prefix) names the message it was migrated into."""
+        if message_month(message_id) is not None or len(message_id) > _MAX_ID_CHARS:
+            return message_id
+        return await self.migrator.resolve_old_id(account, box_id, message_id) or message_id
 
     async def retention_timestamp(self, account: Account) -> int:
         return gregorian.now() - await self.stores.accounts.retention_s(account, self.settings)
 
     async def locate(self, account: Account, box_id: str, message_id: str) -> Located:
         """The fetch rule of api.md 9.13: live, a message, and owned by the box; else 404."""
+        await self.prepare(account, box_id)
+        message_id = await self.current_id(account, box_id, message_id)
         month = message_month(message_id) if len(message_id) <= _MAX_ID_CHARS else None
         if month is None:
             raise errors.bad_identifier(message_id)
@@ -367,6 +393,10 @@ class MessageService:
         """A box's messages (box_id) or the whole account's, across MODBs (api.md 9.7, 9.8)."""
         page = paging(ctx, self.settings.page_size)
         window = await self.window(ctx, account)
+        if box_id is None:
+            await self.migrator.prepare_account(account)
+        else:
+            await self.prepare(account, box_id)
         desc = descending(ctx.query, default=True)
         filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
         cutoff = await self.retention_timestamp(account)
@@ -421,26 +451,29 @@ class MessageService:
     async def _locate_many(
         self, account: Account, box_id: str, ids: list[str]
     ) -> tuple[dict[str, Located], list[tuple[str, str]]]:
-        """Load the listed ids, grouped by MODB; unknown, deleted or foreign ids are not_found."""
-        by_month: dict[tuple[int, int], list[str]] = {}
+        """Load the listed ids by MODB, keyed by the id as requested (an old legacy id maps to
+        its migrated message); unknown, deleted or foreign ids are not_found."""
+        by_month: dict[tuple[int, int], list[tuple[str, str]]] = {}
         missing: list[tuple[str, str]] = []
-        for message_id in dict.fromkeys(ids):
-            month = message_month(message_id) if len(message_id) <= _MAX_ID_CHARS else None
+        for requested in dict.fromkeys(ids):
+            current = await self.current_id(account, box_id, requested)
+            month = message_month(current) if len(current) <= _MAX_ID_CHARS else None
             if month is None:
-                missing.append((message_id, "not_found"))
+                missing.append((requested, "not_found"))
             else:
-                by_month.setdefault(month, []).append(message_id)
+                by_month.setdefault(month, []).append((requested, current))
         found: dict[str, Located] = {}
-        for month, month_ids in by_month.items():
+        for month, pairs in by_month.items():
             modb = account.db.modb(*month)
-            stored = {d["_id"]: d for d in await self.stores.messages.get_docs(modb, month_ids)}
-            for message_id in month_ids:
-                doc = stored.get(message_id)
+            stored = {d["_id"]: d for d in await self.stores.messages.get_docs(
+                modb, [current for _, current in pairs])}
+            for requested, current in pairs:
+                doc = stored.get(current)
                 if (doc is None or doc.get("pvt_type") != "mailbox_message"
                         or doc.get("pvt_deleted") or doc.get("source_id", box_id) != box_id):
-                    missing.append((message_id, "not_found"))
+                    missing.append((requested, "not_found"))
                 else:
-                    found[message_id] = Located(modb, doc)
+                    found[requested] = Located(modb, doc)
         return found, missing
 
     async def bulk_change(
@@ -490,6 +523,7 @@ class MessageService:
         filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
         failed: list[tuple[str, str]] = []
         targets: list[Located]
+        await self.prepare(account, box_id)
         if isinstance(listed, list):
             ids = [str(i) for i in listed]
             found, failed = await self._locate_many(account, box_id, ids)
@@ -518,7 +552,11 @@ class MessageService:
         return found
 
     async def delete_all_of_box(self, ctx: RequestContext, account: Account, box_id: str) -> None:
-        """Box delete takes every message of the box with it (D-16, P-30)."""
+        """Box delete takes every message of the box with it (D-16, P-30).
+
+        Legacy entries are migrated first; any that fail stay inside the soft-deleted box.
+        """
+        await self.prepare(account, box_id)
         targets = await self.box_messages(account, box_id)
         _, failed = await self._bulk_apply(box_id, targets, lambda doc: mark_deleted(doc, ctx))
         if failed:

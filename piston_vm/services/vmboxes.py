@@ -12,6 +12,7 @@ from piston_vm.config import Settings
 from piston_vm.context import RequestContext
 from piston_vm.docs import alphanum_name, deep_merge, is_private, stamp_auth, without_private
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.stores import Stores
@@ -79,10 +80,17 @@ def mailbox_number(value: Any) -> int | None:
 
 
 class VmboxService:
-    def __init__(self, stores: Stores, validator: SchemaValidator, settings: Settings) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        validator: SchemaValidator,
+        settings: Settings,
+        migrator: LegacyMigrator,
+    ) -> None:
         self.stores = stores
         self.validator = validator
         self.settings = settings
+        self.migrator = migrator
 
     async def load(self, account: Account, box_id: str) -> JsonObject:
         if not valid_box_id(box_id):
@@ -161,7 +169,9 @@ class VmboxService:
 
     async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
         stored = await self.load(account, box_id)
-        await MessageService(self.stores, self.validator, self.settings).delete_all_of_box(
+        await MessageService(
+            self.stores, self.validator, self.settings, self.migrator
+        ).delete_all_of_box(
             ctx, account, box_id)
         doc = dict(stored)
         doc["pvt_deleted"] = True
