@@ -209,7 +209,8 @@ class VmboxService:
             return
         now = gregorian.now()
         retention_s = await self.stores.accounts.retention_s(account, self.settings)
-        counts = await self.stores.messages.folder_counts(account.db, now - retention_s, now)
+        counts = await self.stores.messages.folder_counts(
+            account.db, now - retention_s, now, [str(row.get("id")) for row in rows])
         for row in rows:
             box_id = str(row.get("id"))
             if not any(counts[folder][box_id] for folder in counts):

@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,9 +22,14 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 
 DESIGN = "mailbox_messages"
+COUNTS_DESIGN = "piston_vm_counts"
 FOLDERS = ("new", "saved", "deleted")
 # Soft deletes go to CouchDB in batches of this many documents.
 BULK_BATCH_DOCS = 500
+
+
+def _month_start(year: int, month: int) -> int:
+    return gregorian.from_unix(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 class MessageStore:
@@ -147,25 +153,56 @@ class MessageStore:
         )
 
     async def folder_counts(
-        self, account_db: DbName, start: int, end: int
+        self, account_db: DbName, start: int, end: int, box_ids: list[str]
     ) -> dict[str, Counter[str]]:
-        """Per folder, the number of live messages per box with start <= timestamp <= end."""
+        """Per folder, the live messages of each listed box with start <= timestamp <= end.
+
+        A month wholly inside the window is counted by the `_count` reduce of our own design
+        doc, asking only for the listed boxes: on CouchDB that costs the same for 1,000 or
+        20,000 messages. Only the month the window starts in needs its rows read.
+        """
         counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
+        if not box_ids:
+            return counts
         for modb in await self.window_modbs(account_db, start, end):
-            for folder in FOLDERS:
-                try:
-                    result = await self.couch.view(
-                        modb.unencoded, DESIGN, "count_per_folder",
-                        {"startkey": [folder, start], "endkey": [folder, end, {}]},
-                    )
-                except DbNotFound:
-                    self.databases.forget(modb)
-                    continue
-                for row in result.get("rows", []):
-                    key = row.get("key")
-                    if isinstance(key, list) and len(key) == 3 and isinstance(key[2], str):
-                        counts[folder][key[2]] += 1
+            try:
+                if modb.month is not None and _month_start(*modb.month) >= start:
+                    await self._count_whole_month(modb, box_ids, counts)
+                else:
+                    await self._count_rows(modb, start, end, set(box_ids), counts)
+            except DbNotFound:
+                self.databases.forget(modb)
         return counts
+
+    async def _count_whole_month(
+        self, modb: DbName, box_ids: list[str], counts: dict[str, Counter[str]]
+    ) -> None:
+        keys = [[box_id, folder] for box_id in box_ids for folder in FOLDERS]
+        result = await self.couch.view(
+            modb.unencoded, COUNTS_DESIGN, "by_box_folder", {"group": True}, keys=keys)
+        for row in result.get("rows", []):
+            key, value = row.get("key"), row.get("value")
+            if (isinstance(key, list) and len(key) == 2 and key[1] in counts
+                    and isinstance(value, int)):
+                counts[key[1]][str(key[0])] += value
+
+    async def _count_rows(
+        self,
+        modb: DbName,
+        start: int,
+        end: int,
+        box_ids: set[str],
+        counts: dict[str, Counter[str]],
+    ) -> None:
+        for folder in FOLDERS:
+            result = await self.couch.view(
+                modb.unencoded, DESIGN, "count_per_folder",
+                {"startkey": [folder, start], "endkey": [folder, end, {}]},
+            )
+            for row in result.get("rows", []):
+                key = row.get("key")
+                if isinstance(key, list) and len(key) == 3 and key[2] in box_ids:
+                    counts[folder][key[2]] += 1
 
     async def box_message_ids(self, modb: DbName, box_id: str) -> list[str]:
         """Ids of the box's live messages in one MODB, whatever their folder or time."""
