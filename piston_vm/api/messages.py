@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -143,9 +144,16 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
 async def get_audio(request: web.Request) -> web.StreamResponse:
     account, service = account_of(request), _service(request)
     box_id, message_id = _ids(request)
-    found = await service.locate(account, box_id, message_id)
-    box = await service.load_box(account, box_id)
-    found = await service._fix_folder(found)
+    # The two reads are independent: run them side by side, then report in the spec's order
+    # (the message's 404 before the box's).
+    located, loaded = await asyncio.gather(
+        service.locate(account, box_id, message_id), service.load_box(account, box_id),
+        return_exceptions=True)
+    if isinstance(located, BaseException):
+        raise located
+    if isinstance(loaded, BaseException):
+        raise loaded
+    found, box = await service.fix_folder(located), loaded
     audio = AudioService(service.stores)
     source = await audio.source(found)
     if source is None:

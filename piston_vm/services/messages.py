@@ -175,7 +175,7 @@ class MessageService:
             raise errors.bad_identifier(message_id)
         return Located(modb, doc)
 
-    async def _fix_folder(self, found: Located) -> Located:
+    async def fix_folder(self, found: Located) -> Located:
         """D-11 and P-26: a message without a folder (or metadata) gets one, and is saved."""
         doc = found.doc
         metadata = doc.get("metadata")
@@ -277,7 +277,7 @@ class MessageService:
     # -- single message --------------------------------------------------------------------
 
     async def fetch(self, account: Account, box_id: str, message_id: str) -> JsonObject:
-        found = await self._fix_folder(await self.locate(account, box_id, message_id))
+        found = await self.fix_folder(await self.locate(account, box_id, message_id))
         return docs.public_metadata(found.doc, await self.retention_timestamp(account))
 
     async def check_changeable(self, account: Account, found: Located) -> None:
