@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import os
 import tempfile
@@ -39,9 +40,13 @@ class UploadedFile:
     filename: str | None
 
     async def chunks(self, chunk_size: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
-        async with aiofiles.open(self.path, "rb") as source:
-            while chunk := await source.read(chunk_size):
+        # A plain open + read: the file is a local spool file whose pages are still cached, and
+        # a thread-pool open (aiofiles) orphans the file object when CouchDB answers early (a
+        # 409 before the body) and aiohttp cancels the writer mid-open.
+        with self.path.open("rb") as source:
+            while chunk := source.read(chunk_size):
                 yield chunk
+                await asyncio.sleep(0)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

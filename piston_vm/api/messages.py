@@ -188,7 +188,7 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
         name = attachment_name(_filename(ctx.value("filename")), audio_file.content_type,
                                gregorian.now())
         doc = await AudioService(service.stores).replace(
-            ctx, found, name, audio_file.content_type, audio_file.chunks(), audio_file.size)
+            ctx, found, name, audio_file.content_type, audio_file.chunks, audio_file.size)
     finally:
         upload.discard()
     return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 
 CHUNK_BYTES = 256 * 1024
+# Read-modify-write steps re-read and retry this many times on a CouchDB 409 (storage.md 10).
+SAVE_ATTEMPTS = 3
 NO_AUDIO_CAUSE = "voicemail message does not have any audio file"
 
 
@@ -155,20 +157,33 @@ class AudioService:
         located: Located,
         name: str,
         content_type: str,
-        body: Any,
+        body: Callable[[], AsyncIterator[bytes]],
         length: int,
     ) -> JsonObject:
-        """New audio first, then drop the old: the message is never without audio."""
+        """New audio first, then drop the old: the message is never without audio.
+
+        Both steps re-read and retry when another change to the message got in first.
+        """
         doc = dict(located.doc)
-        await self.stores.messages.put_audio(located.modb, doc, name, content_type, body, length)
-        for _ in range(3):
+        for attempt in range(SAVE_ATTEMPTS):
+            try:
+                await self.stores.messages.put_audio(
+                    located.modb, doc, name, content_type, body(), length)
+                break
+            except DocConflict:
+                fresh = await self.stores.messages.get(located.modb, located.id)
+                if fresh is None or fresh.get("pvt_deleted") or attempt + 1 == SAVE_ATTEMPTS:
+                    raise errors.datastore_conflict() from None
+                doc = fresh
+        for _ in range(SAVE_ATTEMPTS):
             fresh = await self.stores.messages.get(located.modb, located.id)
             if fresh is None:
                 raise errors.bad_identifier(located.id)
             attachments = fresh.get("_attachments") or {}
             fresh["_attachments"] = {k: v for k, v in attachments.items() if k == name}
             fresh.pop("pvt_attachments", None)
-            fresh.pop("media_filename", None) if fresh.get("media_filename") != name else None
+            if fresh.get("media_filename") not in (None, name):
+                fresh.pop("media_filename")
             fresh["pvt_modified"] = gregorian.now()
             stamp_auth(fresh, ctx)
             if isinstance(fresh.get("name"), str):

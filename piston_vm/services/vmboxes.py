@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from piston_vm import errors, gregorian
@@ -24,6 +26,7 @@ SCHEMA = "vmboxes"
 LEGACY_MESSAGE = "Please migrate your voicemail box messages to MODB"
 BOX_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-]{0,127}$")
 _MAILBOX_NUMBER_RE = re.compile(r"^[+-]?[0-9]+$")
+SAVE_ATTEMPTS = 3
 # Keys a client can never set on a box: the id lives in `_id`, legacy messages are private-like.
 _NOT_FROM_CLIENT = ("id", "messages")
 
@@ -67,6 +70,17 @@ def _client_data(data: Any) -> JsonObject:
                                "target": "object", "value": data}}}
         )
     return {k: v for k, v in without_private(data).items() if k not in _NOT_FROM_CLIENT}
+
+
+async def _retrying(attempt: Callable[[], Awaitable[SavedBox]]) -> SavedBox:
+    """Read-modify-write with a fresh read after a 409, a few times (storage.md 10)."""
+    for number in range(SAVE_ATTEMPTS):
+        try:
+            return await attempt()
+        except errors.ApiError as error:
+            if error.status != HTTPStatus.CONFLICT or number + 1 == SAVE_ATTEMPTS:
+                raise
+    raise errors.datastore_conflict()
 
 
 def mailbox_number(value: Any) -> int | None:
@@ -147,15 +161,21 @@ class VmboxService:
         return SavedBox(doc, False)
 
     async def replace(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
-        stored = await self.load(account, box_id)
-        public = await self._validate(account, _client_data(ctx.data), box_id)
-        return await self._save_public(ctx, account, stored, public)
+        async def attempt() -> SavedBox:
+            stored = await self.load(account, box_id)
+            public = await self._validate(account, _client_data(ctx.data), box_id)
+            return await self._save_public(ctx, account, stored, public)
+
+        return await _retrying(attempt)
 
     async def patch(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
-        stored = await self.load(account, box_id)
-        merged = deep_merge(_client_data(stored), _client_data(ctx.data))
-        public = await self._validate(account, merged, box_id)
-        return await self._save_public(ctx, account, stored, public)
+        async def attempt() -> SavedBox:
+            stored = await self.load(account, box_id)
+            merged = deep_merge(_client_data(stored), _client_data(ctx.data))
+            public = await self._validate(account, merged, box_id)
+            return await self._save_public(ctx, account, stored, public)
+
+        return await _retrying(attempt)
 
     async def _save_public(
         self, ctx: RequestContext, account: Account, stored: JsonObject, public: JsonObject
@@ -168,16 +188,19 @@ class VmboxService:
         return SavedBox(doc, has_legacy_messages(doc))
 
     async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
-        stored = await self.load(account, box_id)
+        await self.load(account, box_id)
         await MessageService(
             self.stores, self.validator, self.settings, self.migrator
-        ).delete_all_of_box(
-            ctx, account, box_id)
-        doc = dict(stored)
-        doc["pvt_deleted"] = True
-        self._stamp(doc, account, ctx)
-        await self.stores.vmboxes.save(account.db, doc)
-        return SavedBox(doc, has_legacy_messages(doc))
+        ).delete_all_of_box(ctx, account, box_id)
+
+        async def attempt() -> SavedBox:
+            doc = dict(await self.load(account, box_id))
+            doc["pvt_deleted"] = True
+            self._stamp(doc, account, ctx)
+            await self.stores.vmboxes.save(account.db, doc)
+            return SavedBox(doc, has_legacy_messages(doc))
+
+        return await _retrying(attempt)
 
     async def listing(
         self, ctx: RequestContext, account: Account

@@ -8,13 +8,14 @@ the latency ratio against CouchDB itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -26,9 +27,11 @@ from piston_vm.config import CouchEndpoint
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
+T = TypeVar("T")
 
-# Views may have to index many documents on first use; that is slow but not a fault.
-VIEW_TIMEOUT_S = 120.0
+# Views may have to index many documents on first use; that is slow but not a fault, so their
+# read timeout is long and a liveness ping (see _watched) catches a server that is gone.
+VIEW_TIMEOUT_S = 600.0
 MAX_CONNECTIONS = 100
 
 
@@ -227,15 +230,32 @@ class CouchClient:
                 query[name] = str(value)
         url = self.url(db, "_design", quote(design, safe=""), "_view", quote(view, safe=""))
         if keys is not None:
-            _, result = await self.request(
-                "POST", url, params=query, body={"keys": list(keys)},
-                timeout=self._view_timeout, db=db,
-            )
+            call = self.request("POST", url, params=query, body={"keys": list(keys)},
+                                timeout=self._view_timeout, db=db)
         else:
-            _, result = await self.request(
-                "GET", url, params=query, timeout=self._view_timeout, db=db
-            )
+            call = self.request("GET", url, params=query, timeout=self._view_timeout, db=db)
+        _, result = await self._watched(call)
         return dict(result)
+
+    async def _watched(self, call: Awaitable[T]) -> T:
+        """Let a slow request run (a view may be indexing) only while CouchDB still answers.
+
+        A view's first build can take minutes, so it gets no short read timeout; instead CouchDB
+        is pinged every `timeout_s`, and a server that stopped answering ends the wait with 503.
+        """
+        task: asyncio.Future[T] = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+                if done:
+                    return task.result()
+                if not await self.ping():
+                    raise errors.datastore_unreachable()
+        finally:
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
 
     # -- databases -------------------------------------------------------------------------
 
@@ -287,8 +307,7 @@ class CouchClient:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         try:
             async with self.session.get(
-                self.attachment_url(db, doc_id, name), headers=headers,
-                timeout=self._view_timeout,
+                self.attachment_url(db, doc_id, name), headers=headers
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -317,12 +336,17 @@ class CouchClient:
                 params={"rev": rev},
                 data=body,
                 headers=headers,
-                timeout=self._view_timeout,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise errors.datastore_unreachable() from exc
+        finally:
+            # aiohttp stops reading a body iterator once Content-Length bytes are sent; close
+            # it so the file behind it is released now, not whenever the collector runs.
+            closer = getattr(body, "aclose", None)
+            if closer is not None:
+                await closer()
         decoded: Any = json.loads(raw) if raw else None
         if status >= 400:
             raise self._error(status, decoded, db)
