@@ -34,3 +34,11 @@ test: install lint typecheck unit
 
 clean:
 	rm -rf $(VENV) couchdb/devserver/node_modules var
+
+# The benchmark of issue 6 (not part of `make test`): BENCH_ARGS="--couchdb-url URL --sizes …".
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: install
+	$(BIN)/python -m bench.run --smoke

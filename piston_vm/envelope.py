@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ class Page:
     next_start_key: str | None
 
 
+@functools.lru_cache(maxsize=8)
 def node_id(node_name: str) -> str:
     digest = hashlib.md5(node_name.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

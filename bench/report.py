@@ -1,0 +1,202 @@
+"""The benchmark's outputs: targets checked, a Markdown table, and the scaling plot."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+
+MIB = 1024 * 1024
+LABELS = {
+    "box_fetch": ("box fetch", "doc GET"),
+    "box_list": ("box list (50, with counts)", "crossbar_listing view (no counts)"),
+    "message_fetch": ("message metadata fetch", "doc GET"),
+    "message_list": ("message list, first page (50)", "listing_by_mailbox view page"),
+    "raw_audio": ("raw audio GET (1 MB)", "attachment GET"),
+}
+# Issue 6: service/CouchDB p50 ratio; the box list may spend as much again on its counts.
+OVERHEAD_TARGETS = {"box_fetch": 1.5, "box_list": 2.0, "message_fetch": 1.5,
+                    "message_list": 1.5, "raw_audio": 1.5}
+SCALING_TARGET = 1.3
+MEMORY_TARGET_MIB = 20.0
+WRITE_TARGET = 0.6
+STARTUP_TARGET_S = 3.0
+
+
+def targets(result: JsonObject) -> list[JsonObject]:
+    """Every target of issue 6 with its measured value and whether it is met."""
+    checks: list[JsonObject] = []
+
+    def add(name: str, value: float, bound: float, at_most: bool, unit: str = "") -> None:
+        met = value <= bound if at_most else value >= bound
+        op = "<=" if at_most else ">="
+        checks.append({"name": name, "value": value, "target": f"{op} {bound:g}{unit}",
+                       "met": met})
+
+    for row in result["overhead"]:
+        add(f"overhead {row['operation']} c={row['concurrency']} (service/CouchDB p50)",
+            row["ratio_p50"], OVERHEAD_TARGETS[row["operation"]], at_most=True)
+    scaling = result["scaling"]
+    for key, label in (("message_list", "message list"), ("box_list", "box list with counts")):
+        add(f"scaling {label} ({scaling['largest']:,} vs {scaling['smallest']:,} messages)",
+            scaling["growth"][key]["service"], SCALING_TARGET, at_most=True)
+    for key, row in result["memory"]["operations"].items():
+        add(f"memory {key} (peak RSS growth, MiB)", row["growth_mib"], MEMORY_TARGET_MIB,
+            at_most=True, unit=" MiB")
+    add("write throughput (service/CouchDB msgs/s)", result["write"]["ratio"], WRITE_TARGET,
+        at_most=False)
+    add("startup to first 200 /healthz (s)", result["startup"]["median_s"], STARTUP_TARGET_S,
+        at_most=True, unit=" s")
+    return checks
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _mark(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def markdown(result: JsonObject) -> str:
+    meta = result["meta"]
+    lines = [
+        f"## piston_vm benchmark, {meta['finished_at']} ({meta['mode']})",
+        "",
+        f"CouchDB: {meta['couchdb']['description']}. Machine: {meta['cpus']} CPUs, "
+        f"Python {meta['python']}, commit {meta['commit']}, load average "
+        f"{meta['load_avg_1m']['start']:.1f} → {meta['load_avg_1m']['end']:.1f}. "
+        f"Total {meta['duration_s']:.0f} s. "
+        "Figures are medians of rounds after a warm-up; spreads are min–max across rounds.",
+        "",
+        f"### 1. Overhead ({result['overhead_dataset']['messages']:,} messages, "
+        f"{result['overhead_dataset']['boxes']} boxes; latency p50 / p99 ms)",
+        "",
+        "| operation | c | service p50 / p99 | service req/s | CouchDB request | "
+        "CouchDB p50 / p99 | CouchDB req/s | ratio p50 (round spread) | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    met = {c["name"]: c["met"] for c in result["targets"]}
+    for row in result["overhead"]:
+        svc, couch = row["service"], row["couchdb"]
+        label, couch_label = LABELS[row["operation"]]
+        spread = row["ratio_p50_spread"] or [row["ratio_p50"]] * 2
+        name = (f"overhead {row['operation']} c={row['concurrency']} (service/CouchDB p50)")
+        lines.append(
+            f"| {label} | {row['concurrency']} | {_ms(svc['p50_ms'])} / {_ms(svc['p99_ms'])} | "
+            f"{svc['rps']:.0f} | {couch_label} | {_ms(couch['p50_ms'])} / "
+            f"{_ms(couch['p99_ms'])} | {couch['rps']:.0f} | {row['ratio_p50']:.2f} "
+            f"({spread[0]:.2f}–{spread[1]:.2f}) | ≤ {OVERHEAD_TARGETS[row['operation']]:g} "
+            f"{_mark(met[name])} |")
+    scaling = result["scaling"]
+    lines += [
+        "",
+        "### 2. Scaling (first page at concurrency 1, p50 ms; index build timed separately)",
+        "",
+        "| messages in account | box 0 messages | MODBs | seeding s | index build s | "
+        "message list: service / CouchDB | box list with counts: service / CouchDB listing |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in scaling["points"]:
+        ml, bl = point["message_list"], point["box_list"]
+        lines.append(
+            f"| {point['messages']:,} | {point['box0_messages']:,} | {point['modbs']} | "
+            f"{point['seed_s']:.1f} | {point['index']['total_s']:.1f} | "
+            f"{_ms(ml['service']['p50_ms'])} / {_ms(ml['couchdb']['p50_ms'])} | "
+            f"{_ms(bl['service']['p50_ms'])} / {_ms(bl['couchdb']['p50_ms'])} |")
+    growth = scaling["growth"]
+    lines += [
+        "",
+        f"{scaling['largest']:,} vs {scaling['smallest']:,} messages (target ≤ "
+        f"{SCALING_TARGET:g}× for the service): message list "
+        f"{growth['message_list']['service']:.2f}× (CouchDB view "
+        f"{growth['message_list']['couchdb']:.2f}×), box list with counts "
+        f"{growth['box_list']['service']:.2f}× (CouchDB listing "
+        f"{growth['box_list']['couchdb']:.2f}×).",
+        "",
+        f"### 3. Memory (peak RSS growth of the service process, sampled every 20 ms with "
+        f"{result['memory']['sampler']})",
+        "",
+        "| operation | growth MiB | baseline → peak MiB | seconds | MB/s | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, row in result["memory"]["operations"].items():
+        name = f"memory {key} (peak RSS growth, MiB)"
+        lines.append(
+            f"| {row['label']} | {row['growth_mib']:.1f} | {row['baseline_mib']:.1f} → "
+            f"{row['peak_mib']:.1f} | {row['seconds']:.2f} | {row['mb_per_s']:.0f} | "
+            f"< {MEMORY_TARGET_MIB:g} {_mark(met[name])} |")
+    write = result["write"]
+    lines += [
+        "",
+        f"### 4. Write throughput (concurrency {write['concurrency']}, "
+        f"{write['audio_bytes'] // 1000} KB audio, {write['per_round']} messages per round)",
+        "",
+        "| side | messages/s (round spread) |",
+        "|---|---|",
+        f"| service: multipart PUT …/messages | {write['service']['median']:.1f} "
+        f"({write['service']['spread'][0]:.1f}–{write['service']['spread'][1]:.1f}) |",
+        f"| CouchDB: doc PUT + attachment PUT | {write['couchdb']['median']:.1f} "
+        f"({write['couchdb']['spread'][0]:.1f}–{write['couchdb']['spread'][1]:.1f}) |",
+        "",
+        f"Ratio {write['ratio']:.2f} (target ≥ {WRITE_TARGET:g}: "
+        f"{_mark(met['write throughput (service/CouchDB msgs/s)'])}).",
+        "",
+        "### 5. Startup (`piston-vm serve` starting its bundled server, to the first 200 on "
+        "/healthz)",
+        "",
+        f"Median {result['startup']['median_s']:.2f} s, rounds "
+        f"{', '.join(f'{s:.2f}' for s in result['startup']['rounds_s'])} (target < "
+        f"{STARTUP_TARGET_S:g} s: {_mark(met['startup to first 200 /healthz (s)'])}).",
+        "",
+        f"### Targets: {sum(c['met'] for c in result['targets'])} of "
+        f"{len(result['targets'])} met",
+        "",
+    ]
+    lines += [f"- {c['name']}: {c['value']:.2f} (target {c['target']}): {_mark(c['met'])}"
+              for c in result["targets"] if not c["met"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: JsonObject, path: Path) -> bool:
+    """The scaling curves as a PNG; False (and a log line) when matplotlib is not installed."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return False
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    points = result["scaling"]["points"]
+    sizes = [p["messages"] for p in points]
+    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("message_list", "Box message list, first page", "listing_by_mailbox page"),
+              ("box_list", "Box list with counts (50 boxes)", "crossbar_listing (no counts)"))
+    for ax, (key, title, couch_label) in zip(axes, panels, strict=True):
+        for side, label, style in (("service", "piston_vm", "o-"),
+                                   ("couchdb", f"CouchDB: {couch_label}", "s--")):
+            p50 = [p[key][side]["p50_ms"] for p in points]
+            low = [p50[i] - p[key][side]["p50_spread_ms"][0] for i, p in enumerate(points)]
+            high = [p[key][side]["p50_spread_ms"][1] - p50[i] for i, p in enumerate(points)]
+            ax.errorbar(sizes, p50, yerr=[low, high], fmt=style, capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([f"{s:,}" for s in sizes])
+        ax.set_xlabel("messages in the account")
+        ax.set_ylabel("p50 latency, ms")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    meta = result["meta"]
+    figure.suptitle(f"piston_vm scaling, {meta['couchdb']['description']} ({meta['mode']})",
+                    fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True
