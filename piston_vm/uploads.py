@@ -28,18 +28,30 @@ MAX_DATA_URL_HEADER_BYTES = 1024
 _BASE64_WHITESPACE = b" \t\r\n\x0b\x0c"
 
 ParseEnvelope = Callable[[bytes], dict[str, Any]]
+# Files up to this size are kept in memory instead of a temp file (bounded per request).
+MEMORY_SPOOL_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
 class UploadedFile:
-    """One uploaded file, spooled to `path`; the caller owns it and must `discard()` it."""
+    """One uploaded file: in `memory` when small, else spooled to `path`.
 
-    path: Path
+    The caller owns it and must `discard()` it.
+    """
+
+    path: Path | None
     content_type: str
     size: int
     filename: str | None
+    memory: bytes | None = None
 
     async def chunks(self, chunk_size: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        if self.memory is not None:
+            for start in range(0, len(self.memory), chunk_size):
+                yield self.memory[start : start + chunk_size]
+            return
+        if self.path is None:
+            return
         # A plain open + read: the file is a local spool file whose pages are still cached, and
         # a thread-pool open (aiofiles) orphans the file object when CouchDB answers early (a
         # 409 before the body) and aiohttp cancels the writer mid-open.
@@ -49,7 +61,8 @@ class UploadedFile:
                 await asyncio.sleep(0)
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(slots=True)
@@ -120,18 +133,32 @@ class _Spool:
     async def add(
         self, source: AsyncIterator[bytes], content_type: str, filename: str | None
     ) -> None:
+        # Most voicemail is small: it stays in memory up to MEMORY_SPOOL_BYTES, which spares a
+        # temp file per message; anything larger goes to disk as it arrives.
+        head: list[bytes] = []
+        size = 0
+        async for chunk in source:
+            head.append(chunk)
+            size += len(chunk)
+            if size > MEMORY_SPOOL_BYTES:
+                break
+        else:
+            if size:  # api.md 3.2: an empty file counts as "no file".
+                self.files.append(
+                    UploadedFile(None, content_type, size, filename, b"".join(head)))
+            return
         fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.directory)
         os.close(fd)  # reopened through aiofiles so writes stay off the event loop
         upload = UploadedFile(Path(name), content_type, 0, filename)
         self.files.append(upload)
-        async with aiofiles.open(upload.path, "wb") as sink:
+        async with aiofiles.open(Path(name), "wb") as sink:
+            for chunk in head:
+                await sink.write(chunk)
+            upload.size = size
+            head.clear()
             async for chunk in source:
                 await sink.write(chunk)
                 upload.size += len(chunk)
-        if upload.size == 0:
-            # api.md 3.2: an empty file counts as "no file".
-            self.files.remove(upload)
-            upload.discard()
 
     def discard(self) -> None:
         for upload in self.files:

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient
 
 from piston_vm.errors import ApiError
 from piston_vm.middlewares import parse_envelope
-from piston_vm.uploads import OCTET_STREAM, TEMP_PREFIX, read_upload
+from piston_vm.uploads import MEMORY_SPOOL_BYTES, OCTET_STREAM, TEMP_PREFIX, read_upload
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -61,10 +61,16 @@ def upload_app(temp_dir: Path, limit_bytes: int) -> web.Application:
         try:
             files = []
             for item in upload.files:
-                assert item.path.parent == temp_dir
-                assert item.path.name.startswith(TEMP_PREFIX)
                 body = b"".join([chunk async for chunk in item.chunks(chunk_size=1000)])
-                assert len(body) == item.size == item.path.stat().st_size
+                assert len(body) == item.size
+                # Small files stay in memory; larger ones are spooled into temp_dir.
+                if item.size <= MEMORY_SPOOL_BYTES:
+                    assert item.path is None
+                else:
+                    assert item.path is not None
+                    assert item.path.parent == temp_dir
+                    assert item.path.name.startswith(TEMP_PREFIX)
+                    assert item.path.stat().st_size == item.size
                 files.append(
                     {
                         "content_type": item.content_type,
