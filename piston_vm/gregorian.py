@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime
 
 UNIX_EPOCH_GREGORIAN_S = 62_167_219_200
+# 9999-12-31T23:59:59Z, the last second Python's calendar can show.
+LATEST_GREGORIAN_S = 315_537_897_599
 
 
 def now() -> int:

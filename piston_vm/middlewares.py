@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from http import HTTPStatus
 from typing import Any
@@ -124,7 +125,9 @@ def parse_envelope(raw: bytes, form_fallback: bool) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        decoded = json.loads(raw)
+        decoded = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise errors.invalid_json() from None
     except ValueError:
         if not form_fallback:
             raise errors.invalid_json() from None
@@ -136,6 +139,18 @@ def parse_envelope(raw: bytes, form_fallback: bool) -> dict[str, Any]:
         decoded = {}
     result = {str(k).lower(): v for k, v in decoded.items()}
     return check_envelope(result)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; CouchDB would refuse the document later with a 503.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 overflows to Infinity: not representable in JSON
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def check_envelope(result: dict[str, Any]) -> dict[str, Any]:

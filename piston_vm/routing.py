@@ -96,7 +96,10 @@ def make_dispatcher(endpoint: Endpoint) -> Handler:
                 authorize(request)
         if method in ("PUT", "POST", "PATCH") and request.can_read_body:
             mime = request_mime(request)
-            if not accepts(endpoint.body, mime):
+            # Audio bodies are uploads: only the PUTs of an upload path take them (api.md 3.2).
+            kind = (BodyKind.JSON if endpoint.body is BodyKind.UPLOAD and method != "PUT"
+                    else endpoint.body)
+            if not accepts(kind, mime):
                 raise errors.unsupported_media_type(mime)
         return await handler(request)
 

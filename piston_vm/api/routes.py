@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from piston_vm.api import auth, messages, vmboxes
+from piston_vm.openapi import openapi_document
 from piston_vm.routing import BodyKind, Endpoint
 
 ACCOUNT = "/v2/accounts/{account_id:[^/]*}"
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("/v2/api_auth", {"PUT": auth.api_auth}, authenticated=False),
+    Endpoint("/v2/openapi.json", {"GET": openapi_document}, authenticated=False),
     Endpoint("/v2/user_auth", {"PUT": auth.user_auth}, authenticated=False),
     Endpoint(f"{ACCOUNT}/vmboxes", {"GET": vmboxes.list_boxes, "PUT": vmboxes.create_box}),
     # Literal segments first: "messages" after /vmboxes/ and "raw" after /messages/ are never ids.

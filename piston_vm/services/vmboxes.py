@@ -27,6 +27,7 @@ LEGACY_MESSAGE = "Please migrate your voicemail box messages to MODB"
 BOX_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-]{0,127}$")
 _MAILBOX_NUMBER_RE = re.compile(r"^[+-]?[0-9]+$")
 SAVE_ATTEMPTS = 3
+MAILBOX_MAX_CHARS = 30
 # Keys a client can never set on a box: the id lives in `_id`, legacy messages are private-like.
 _NOT_FROM_CLIENT = ("id", "messages")
 
@@ -88,7 +89,9 @@ def mailbox_number(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _MAILBOX_NUMBER_RE.fullmatch(value):
+    # The schema caps a mailbox at 30 characters; longer strings are never numbers here.
+    if isinstance(value, str) and len(value) <= MAILBOX_MAX_CHARS and _MAILBOX_NUMBER_RE.fullmatch(
+            value):
         return int(value)
     return None
 

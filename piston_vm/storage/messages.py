@@ -143,7 +143,15 @@ class MessageStore:
         return sorted(modbs, key=lambda m: m.month or (0, 0))
 
     def window_months(self, account_db: DbName, start: int, end: int) -> list[DbName]:
-        """The MODB names (existing or not) whose month overlaps start..end, oldest first."""
+        """The MODB names (existing or not) whose month overlaps start..end, oldest first.
+
+        No message predates 1970 (message times are validated), so earlier bounds are clamped;
+        that also keeps absurd query values from reaching the calendar arithmetic.
+        """
+        start = max(start, gregorian.UNIX_EPOCH_GREGORIAN_S)
+        end = min(end, gregorian.LATEST_GREGORIAN_S)
+        if end < start:
+            return []
         first, last = gregorian.utc_month(start), gregorian.utc_month(end)
         return [account_db.modb(y, m) for y, m in months_between(first, last)]
 

@@ -1,0 +1,848 @@
+"""The OpenAPI 3.0.3 document of the whole API, built from the route table and schemas/.
+
+`build_openapi(schemas_dir, routes)` derives paths, methods, gates and accepted body types from
+the route table, and embeds the draft-04 request schemas of schemas/ (translated to OpenAPI
+schema objects: 3.0 cannot `$ref` draft-04 files that name themselves with `id`) under
+`components/schemas`. The result is kept in schemas/openapi.json (`python -m piston_vm.openapi
+> schemas/openapi.json`) and served at `GET /v2/openapi.json`; a test rebuilds it and compares,
+so the kept file, the routes and the schemas cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import sys
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from piston_vm import __version__
+from piston_vm.keys import SETTINGS
+from piston_vm.routing import ENDPOINTS, BodyKind, Endpoint
+
+JsonObject = dict[str, Any]
+
+OPENAPI_FILE = "openapi.json"
+OPENAPI_PATH = "/v2/openapi.json"
+HEALTHZ_PATH = "/healthz"
+USER_AUTH_PATH = "/v2/user_auth"
+
+_BOXES = "/v2/accounts/{account_id}/vmboxes"
+_BOX = _BOXES + "/{box_id}"
+_MESSAGES = _BOX + "/messages"
+_MESSAGE = _MESSAGES + "/{message_id}"
+
+# `{account_id:[^/]*}` in aiohttp's table is `{account_id}` in OpenAPI.
+_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")
+
+# Keywords an OpenAPI 3.0 schema object shares with draft-04 (copied verbatim), and those whose
+# values are themselves schemas (translated). Any other draft-04 keyword becomes an `x-` extension.
+_VERBATIM_KEYWORDS = frozenset({
+    "title", "description", "default", "enum", "format", "required", "type",
+    "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems",
+    "maxProperties", "minProperties",
+})
+_SUBSCHEMA_KEYWORDS = frozenset({"items", "additionalProperties", "not"})
+_SUBSCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf"})
+_DROPPED_KEYWORDS = frozenset({"$schema", "id"})
+
+_JSON = "application/json"
+# Mailbox numbers are compared as integers, so only integer strings are valid (D-18).
+MAILBOX_PATTERN = "^[+-]?[0-9]+$"
+_ERROR_REF = "#/components/schemas/ErrorEnvelope"
+_SUCCESS_REF = "#/components/schemas/SuccessEnvelope"
+
+
+def component_ref(name: str) -> JsonObject:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_path(aiohttp_path: str) -> str:
+    return _PARAM_RE.sub(r"{\1}", aiohttp_path)
+
+
+# -- draft-04 → OpenAPI 3.0 schema objects -------------------------------------------------------
+
+
+def load_json_schemas(schemas_dir: Path) -> dict[str, JsonObject]:
+    """The draft-04 request schemas of `schemas_dir` by their `id` (the OpenAPI file excluded)."""
+    schemas: dict[str, JsonObject] = {}
+    for path in sorted(schemas_dir.glob("*.json")):
+        if path.name == OPENAPI_FILE:
+            continue
+        schema = json.loads(path.read_text())
+        schemas[str(schema.get("id", path.stem))] = schema
+    return schemas
+
+
+def to_openapi_schema(schema: Any, names: Collection[str]) -> Any:
+    """Translate one draft-04 schema; `$ref`s name other schemas by `id` and must be in `names`."""
+    if not isinstance(schema, dict):
+        return schema
+    out: JsonObject = {}
+    for key, value in schema.items():
+        if key in _DROPPED_KEYWORDS:
+            continue
+        if key == "$ref":
+            if value not in names:
+                raise ValueError(f"$ref to an unknown schema: {value!r}")
+            out["$ref"] = component_ref(value)["$ref"]
+        elif key == "properties":
+            out[key] = {name: to_openapi_schema(sub, names) for name, sub in value.items()}
+        elif key in _SUBSCHEMA_KEYWORDS:
+            out[key] = to_openapi_schema(value, names) if isinstance(value, dict) else value
+        elif key in _SUBSCHEMA_LIST_KEYWORDS:
+            out[key] = [to_openapi_schema(sub, names) for sub in value]
+        elif key == "type" and isinstance(value, list):
+            out.update(_type_list(value))
+        elif key in _VERBATIM_KEYWORDS:
+            out[key] = copy.deepcopy(value)
+        else:
+            # support_level, patternProperties, dependencies…: kept as information only.
+            out["x-" + key.replace("_", "-")] = copy.deepcopy(value)
+    if out.get("type") == "array" and "items" not in out:
+        out["items"] = {}  # OpenAPI 3.0 requires `items` on every array schema
+    if "$ref" in out and len(out) > 1:
+        # OpenAPI 3.0 ignores siblings of $ref; keep them by wrapping the reference.
+        return {**{k: v for k, v in out.items() if k != "$ref"}, "allOf": [{"$ref": out["$ref"]}]}
+    return out
+
+
+def _type_list(types: list[str]) -> JsonObject:
+    """Draft-04 `type: [...]`: 3.0 has one type per schema, plus `nullable`."""
+    real = [t for t in types if t != "null"]
+    result: JsonObject = {}
+    if "null" in types:
+        result["nullable"] = True
+    if len(real) == 1:
+        result["type"] = real[0]
+    elif real:
+        result["anyOf"] = [{"type": t} for t in real]
+    return result
+
+
+def _without_required(schema: JsonObject) -> JsonObject:
+    partial = {k: v for k, v in schema.items() if k != "required"}
+    partial["description"] = "Any subset of the box fields; `null` removes a field (api.md 9.5)"
+    return partial
+
+
+# -- shapes the service owns (api.md 4, 5, 9, 10) -----------------------------------------------
+
+
+def _own_schemas() -> JsonObject:
+    string = {"type": "string"}
+    integer = {"type": "integer"}
+    message_fields: JsonObject = {
+        "media_id": {"type": "string", "description": "The message id, `YYYYMM-<hex>`"},
+        "call_id": string,
+        "caller_id_name": string,
+        "caller_id_number": string,
+        "from": string,
+        "to": string,
+        "folder": {"type": "string", "description": "`new`, `saved` or `deleted`"},
+        "length": integer,
+        "timestamp": {"type": "integer", "description": "Gregorian seconds"},
+        "retention": {"type": "string", "description": "`enforced` when older than retention"},
+        "retention_message": string,
+    }
+    return {
+        "SuccessEnvelope": {
+            "type": "object",
+            "description": "Every JSON success answer (api.md 4.1)",
+            "required": ["status", "data", "request_id", "timestamp", "node"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "string", "enum": ["success"]},
+                "data": {"description": "The endpoint's payload"},
+                "request_id": string,
+                "revision": {"type": "string",
+                             "description": "`_rev` of a box, or an md5 of a list's data"},
+                "auth_token": string,
+                "timestamp": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+                "version": string,
+                "node": string,
+                "page_size": {"type": "integer", "minimum": 0,
+                              "description": "Number of items in `data` (P-3)"},
+                "start_key": {"type": "string", "description": "Echo of the request's start_key"},
+                "next_start_key": {"type": "string",
+                                   "description": "Opaque cursor; present only when more exist"},
+                "message": string,
+                "tokens": {"type": "object", "properties": {"consumed": integer,
+                                                            "remaining": integer}},
+            },
+        },
+        "ErrorEnvelope": {
+            "type": "object",
+            "description": "Every error answer, /raw and ZIP requests included (api.md 5.1)",
+            "required": ["status", "error", "message", "data", "request_id"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "string", "enum": ["error"]},
+                "error": {"type": "string", "pattern": "^[1-5][0-9][0-9]$",
+                          "description": "The HTTP status as a string (D-19)"},
+                "message": string,
+                "data": {"type": "object"},
+                "request_id": string,
+                "auth_token": string,
+                "timestamp": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+                "node": string,
+            },
+        },
+        "VmboxCreate": {
+            "allOf": [component_ref("vmboxes")],
+            "properties": {"id": {
+                "type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z_\\-]{0,127}$",
+                "description": "Optional chosen box id (storage.md 1.5)"}},
+        },
+        "Vmbox": {
+            "description": "A box's public fields plus its id (api.md 9.3)",
+            "allOf": [component_ref("vmboxes")],
+            "required": ["id"],
+            "properties": {
+                "id": string,
+                "_read_only": {"type": "object",
+                               "properties": {"deleted": {"type": "boolean"}}},
+            },
+        },
+        "VmboxListRow": {
+            "type": "object",
+            "description": "A row of the box list (api.md 9.1)",
+            "required": ["id", "messages", "flags"],
+            "properties": {
+                "id": string,
+                "name": string,
+                "mailbox": string,
+                "owner_id": string,
+                "messages": {"type": "integer", "minimum": 0},
+                "flags": {"type": "array", "items": {}},
+                "folders": {
+                    "type": "object",
+                    "required": ["new", "saved"],
+                    "properties": {"new": {"type": "integer", "minimum": 0},
+                                   "saved": {"type": "integer", "minimum": 0}},
+                },
+            },
+        },
+        "MessageSummary": {
+            "type": "object",
+            "description": "A message list row: the view's summary (api.md 9.8)",
+            "required": ["media_id", "folder", "timestamp"],
+            "properties": {
+                **message_fields,
+                "transcribed": {"anyOf": [{"type": "boolean"}, {"type": "string"}]},
+            },
+        },
+        "AccountMessageRow": {
+            "type": "object",
+            "description": "`{\"<box id>\": <message summary>}` (api.md 9.7)",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "additionalProperties": component_ref("MessageSummary"),
+        },
+        "MessageMetadata": {
+            "type": "object",
+            "description": "A message's metadata (api.md 9.9, 9.13)",
+            "required": ["media_id", "folder"],
+            "properties": {
+                **message_fields,
+                "from_user": string,
+                "from_realm": string,
+                "to_user": string,
+                "to_realm": string,
+                "transcription": {"type": "object"},
+            },
+        },
+        "BulkResult": {
+            "type": "object",
+            "description": "Bulk result; empty lists are omitted (api.md 10)",
+            "additionalProperties": False,
+            "properties": {
+                "succeeded": {"type": "array", "minItems": 1, "items": string},
+                "failed": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "minProperties": 1, "maxProperties": 1,
+                    "additionalProperties": string}},
+            },
+        },
+        "AuthReply": {
+            "type": "object",
+            "description": "Who the new token acts for (api.md 6.3, 6.4)",
+            "required": ["account_id"],
+            "properties": {
+                "account_id": string,
+                "owner_id": string,
+                "account_name": string,
+                "language": string,
+                "is_reseller": {"type": "boolean"},
+                "reseller_id": string,
+                "apps": {"type": "array", "items": {}},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "couchdb"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "error"]},
+                "couchdb": {"type": "string", "enum": ["up", "unreachable"]},
+            },
+        },
+        "MessageIds": {
+            "type": "array", "items": string,
+            "description": "Message ids; legacy ids are resolved (P-25)",
+        },
+        "BulkChange": {
+            "type": "object",
+            "required": ["messages"],
+            "properties": {
+                "messages": {"allOf": [component_ref("MessageIds")], "minItems": 1},
+                "folder": {"type": "string", "enum": ["new", "saved", "deleted"]},
+                "source_id": component_ref("SourceId"),
+            },
+        },
+        "BulkDelete": {
+            "type": "object",
+            "properties": {
+                "messages": component_ref("MessageIds"),
+                "folder": {"type": "string", "enum": ["new", "saved", "deleted"]},
+            },
+        },
+        "MessageChange": {
+            "type": "object",
+            "properties": {
+                "folder": {"type": "string", "enum": ["new", "saved", "deleted"]},
+                "source_id": component_ref("SourceId"),
+            },
+        },
+        "SourceId": {
+            "description": "A box id to move to, or a list of box ids to copy to (api.md 9.10)",
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            ],
+        },
+        "ZipRequest": {
+            "type": "object",
+            "required": ["messages"],
+            "properties": {"messages": {"allOf": [component_ref("MessageIds")],
+                                        "minItems": 1}},
+        },
+        "ApiAuthRequest": {
+            "type": "object",
+            "required": ["api_key"],
+            "properties": {"api_key": string},
+        },
+        "UserAuthRequest": {
+            "type": "object",
+            "required": ["credentials"],
+            "properties": {
+                "credentials": {
+                    "type": "string", "pattern": "^([0-9a-fA-F]{32}|[0-9a-fA-F]{40})$",
+                    "description": "md5 or sha1 of `<username>:<password>`"},
+                "method": {"type": "string", "enum": ["md5", "sha"], "default": "md5"},
+                "account_name": string,
+                "account_realm": string,
+                "realm": string,
+                "phone_number": string,
+            },
+        },
+    }
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+_ERROR_STATUSES: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "Validation error: body, envelope or fields (api.md 5.3)"),
+    401: ("Unauthorized", "Missing, invalid or expired token, or failed login (6.2)"),
+    403: ("Forbidden", "The token may not act on this account (6.5)"),
+    404: ("NotFound", "Unknown or malformed account, box or message; unknown route; bad page "
+                      "size (`faulty_request`)"),
+    405: ("MethodNotAllowed", "A tunnelled `verb` the path does not allow (3.4)"),
+    409: ("Conflict", "An existing id, or an update that kept conflicting"),
+    413: ("PayloadTooLarge", "Body over the size limit, or bad base64 (3.2)"),
+    415: ("UnsupportedMediaType", "Content-Type not accepted by this endpoint (P-17)"),
+    416: ("RangeNotSatisfiable", "Range starts at or past the end of the audio (P-17)"),
+    429: ("TooManyRequests", "Too many failed logins; retry after `Retry-After` seconds"),
+    500: ("ServerError", "Audio kept in an external store (P-29)"),
+    503: ("ServiceUnavailable", "CouchDB unreachable or failing (P-16)"),
+}
+
+_REQUEST_ID_HEADER = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+
+
+def _error_responses() -> JsonObject:
+    responses: JsonObject = {}
+    for status, (name, description) in _ERROR_STATUSES.items():
+        headers: JsonObject = dict(_REQUEST_ID_HEADER)
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            headers["Allow"] = {"schema": {"type": "string"}, "description": "Allowed methods"}
+        if status == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE:
+            headers["Content-Range"] = {"schema": {"type": "string", "pattern": r"^bytes \*/\d+$"}}
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            headers["Retry-After"] = {"schema": {"type": "integer", "minimum": 1}}
+        schema = {"allOf": [{"$ref": _ERROR_REF},
+                            {"properties": {"error": {"type": "string", "enum": [str(status)]}}}]}
+        responses[name] = {"description": description, "headers": headers,
+                           "content": {_JSON: {"schema": schema}}}
+    return responses
+
+
+def _success(description: str, data: JsonObject | None, headers: Iterable[str] = ()) -> JsonObject:
+    schema: JsonObject = {"$ref": _SUCCESS_REF}
+    if data is not None:
+        schema = {"allOf": [schema, {"required": ["data"], "properties": {"data": data}}]}
+    all_headers: JsonObject = dict(_REQUEST_ID_HEADER)
+    for name in headers:
+        all_headers[name] = {"$ref": f"#/components/headers/{name}"}
+    return {"description": description, "headers": all_headers,
+            "content": {_JSON: {"schema": schema}}}
+
+
+def _list_of(name: str) -> JsonObject:
+    return {"type": "array", "items": component_ref(name)}
+
+
+def _headers_components() -> JsonObject:
+    return {
+        "X-Request-ID": {"description": "The request id (storage.md 1.6)",
+                         "schema": {"type": "string"}},
+        "ETag": {"description": "Quoted `_rev`, or the quoted list revision",
+                 "schema": {"type": "string"}},
+        "Location": {"description": "Absolute path of the created resource, no host",
+                     "schema": {"type": "string"}},
+        "Warning": {"description": "`214 Transformation applied: …` when "
+                                   "notify_email_addresses is a non-empty list (P-28)",
+                    "schema": {"type": "string"}},
+        "Content-Disposition": {"description": "`attachment; filename=\"…\"` (D-10, P-14)",
+                                "schema": {"type": "string"}},
+        "Content-Range": {"description": "`bytes first-last/length` when a Range was sent",
+                          "schema": {"type": "string"}},
+        "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    }
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+def _query(name: str, schema: JsonObject, description: str) -> JsonObject:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_PATH_PARAMETERS: dict[str, JsonObject] = {
+    "account_id": {"name": "account_id", "in": "path", "required": True,
+                   "description": "32 lowercase hex; malformed or unknown ids answer 404",
+                   "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+    "box_id": {"name": "box_id", "in": "path", "required": True,
+               "description": "A voicemail box id (`messages` here is the account-wide list)",
+               "schema": {"type": "string", "minLength": 1, "not": {"enum": ["messages"]}}},
+    "message_id": {"name": "message_id", "in": "path", "required": True,
+                   "description": "`YYYYMM-<hex>`, or a legacy media id (P-25); `raw` here is "
+                                  "the ZIP endpoint",
+                   "schema": {"type": "string", "minLength": 1, "not": {"enum": ["raw"]}}},
+}
+
+_BOOLEAN = {"type": "boolean"}
+_GREG = {"type": "integer", "minimum": 1, "description": "Gregorian seconds"}
+_FOLDER = {"type": "string", "enum": ["new", "saved", "deleted"]}
+
+
+def _filter_parameters() -> list[JsonObject]:
+    text = {"type": "string"}
+    return [
+        _query("has_key", text, "Keep rows whose document has this (dotted) key (8.5)"),
+        _query("key_missing", text, "Keep rows whose document lacks this key"),
+        _query("has_value", text, "Keep rows whose value at this key is not empty"),
+        _query("value_missing", text, "Keep rows whose value at this key is empty"),
+        _query("missing_value", text, "Alias of value_missing (P-8)"),
+        _query("modified_from", _GREG, "Keep rows with pvt_modified ≥ this"),
+        _query("modified_to", _GREG, "Keep rows with pvt_modified ≤ this"),
+    ]
+
+
+def _list_parameters(messages: bool) -> list[JsonObject]:
+    params = [
+        _query("paginate", _BOOLEAN, "Anything but true turns paging off (8.1)"),
+        _query("page_size", {"type": "integer", "minimum": 1},
+               "Rows per page; not an integer or < 1 answers 404 faulty_request"),
+        _query("start_key", {"type": "string"}, "A next_start_key from a previous page (8.2)"),
+        _query("ascending", _BOOLEAN, "Order (8.3); descending wins a conflict"),
+        _query("descending", _BOOLEAN, "Order (8.3)"),
+    ]
+    if messages:
+        params += [
+            _query("created_from", _GREG, "Window start on the message time (8.4)"),
+            _query("created_to", _GREG, "Window end on the message time (8.4)"),
+        ]
+    else:
+        params += [
+            _query("created_from", _GREG, "Keep boxes with pvt_created ≥ this (8.5)"),
+            _query("created_to", _GREG, "Keep boxes with pvt_created ≤ this (8.5)"),
+        ]
+    return params + _filter_parameters()
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+def _envelope(data: JsonObject) -> JsonObject:
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": data},
+        "description": "The request envelope (api.md 3.1); other top-level keys are envelope "
+                       "values such as auth_token or verb",
+    }
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_AUDIO_TYPES = ("audio/mpeg", "audio/wav", "audio/ogg", "application/octet-stream")
+
+
+def _json_body(data: JsonObject, required: bool = True) -> JsonObject:
+    return {"required": required, "content": {_JSON: {"schema": _envelope(data)}}}
+
+
+def _upload_body(data: JsonObject | None) -> JsonObject:
+    """Upload endpoints: a raw audio body, base64, or multipart (JSON envelope part + audio)."""
+    content: JsonObject = {}
+    if data is not None:
+        content[_JSON] = {"schema": _envelope(data)}
+    multipart_properties: JsonObject = {"file": _BINARY}
+    encoding: JsonObject = {"file": {"contentType": ", ".join(_AUDIO_TYPES)}}
+    if data is not None:
+        multipart_properties = {"envelope": _envelope(data), **multipart_properties}
+        encoding["envelope"] = {"contentType": _JSON}
+    content["multipart/form-data"] = {
+        "schema": {"type": "object", "properties": multipart_properties},
+        "encoding": encoding,
+    }
+    for mime in _AUDIO_TYPES:
+        content[mime] = {"schema": _BINARY}
+    content["application/base64"] = {"schema": {
+        "type": "string", "description": "base64, or a `data:<type>;base64,` URL"}}
+    return {"required": data is None, "content": content}
+
+
+# -- the operation table ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What the route table cannot tell: words, the payload, parameters, endpoint statuses."""
+
+    summary: str
+    section: str
+    success: JsonObject  # status code → response object
+    body: JsonObject | None = None
+    parameters: tuple[JsonObject, ...] = ()
+    statuses: tuple[int, ...] = ()  # endpoint-specific error statuses (404, 409, 416…)
+
+
+def _box_success(status: int, description: str) -> JsonObject:
+    headers = ["ETag", "Warning"] + (["Location"] if status == HTTPStatus.CREATED else [])
+    return {str(status): _success(description, component_ref("Vmbox"), headers)}
+
+
+def _message_success(status: int, description: str) -> JsonObject:
+    headers = ["Location"] if status == HTTPStatus.CREATED else []
+    return {str(status): _success(description, component_ref("MessageMetadata"), headers)}
+
+
+def _audio_response(description: str) -> JsonObject:
+    headers = {**_REQUEST_ID_HEADER,
+               **{name: {"$ref": f"#/components/headers/{name}"}
+                  for name in ("Content-Disposition", "Content-Range", "Accept-Ranges")}}
+    return {"description": description, "headers": headers,
+            # The stored Content-Type is served verbatim, whatever the upload declared.
+            "content": {mime: {"schema": _BINARY}
+                        for mime in ("audio/*", "application/octet-stream", "*/*")}}
+
+
+def _operations() -> dict[tuple[str, str], Operation]:
+    bulk = component_ref("BulkResult")
+    auth_reply = {"allOf": [{"$ref": _SUCCESS_REF},
+                            {"required": ["auth_token", "data"],
+                             "properties": {"data": component_ref("AuthReply")}}]}
+    auth_success = {"description": "A new token (top-level auth_token)",
+                    "headers": dict(_REQUEST_ID_HEADER),
+                    "content": {_JSON: {"schema": auth_reply}}}
+    range_header = {"name": "Range", "in": "header", "required": False,
+                    "schema": {"type": "string"},
+                    "description": "`bytes=S-`, `bytes=S-E`; see the table in api.md 9.16"}
+    return {
+        ("/v2/api_auth", "PUT"): Operation(
+            "Log in with an account API key", "6.4", {"201": auth_success},
+            _json_body(component_ref("ApiAuthRequest")), statuses=(429,)),
+        (USER_AUTH_PATH, "PUT"): Operation(
+            "Log in with user credentials", "6.3", {"201": auth_success},
+            _json_body(component_ref("UserAuthRequest")), statuses=(429,)),
+        (_BOXES, "GET"): Operation(
+            "List voicemail boxes", "9.1",
+            {"200": _success("Boxes in name order", _list_of("VmboxListRow"), ["ETag"])},
+            parameters=tuple(_list_parameters(messages=False))),
+        (_BOXES, "PUT"): Operation(
+            "Create a voicemail box", "9.2", _box_success(201, "The created box"),
+            _json_body(component_ref("VmboxCreate")), statuses=(409,)),
+        (_BOXES + "/messages", "GET"): Operation(
+            "List every message of the account", "9.7",
+            {"200": _success("Messages, newest first", _list_of("AccountMessageRow"),
+                             ["ETag"])},
+            parameters=tuple(_list_parameters(messages=True)), statuses=(409,)),
+        (_BOX, "GET"): Operation(
+            "Fetch a voicemail box", "9.3", _box_success(200, "The box"), statuses=(404,)),
+        (_BOX, "POST"): Operation(
+            "Replace a voicemail box", "9.4", _box_success(200, "The saved box"),
+            _json_body(component_ref("vmboxes")), statuses=(404, 409)),
+        (_BOX, "PATCH"): Operation(
+            "Merge into a voicemail box", "9.5", _box_success(200, "The saved box"),
+            _json_body(component_ref("VmboxPatch")), statuses=(404, 409)),
+        (_BOX, "DELETE"): Operation(
+            "Delete a voicemail box and its messages (soft)", "9.6",
+            _box_success(200, "The deleted box, with `_read_only.deleted`"), statuses=(404, 409)),
+        (_MESSAGES, "GET"): Operation(
+            "List a box's messages", "9.8",
+            {"200": _success("Messages, newest first", _list_of("MessageSummary"), ["ETag"])},
+            parameters=tuple(_list_parameters(messages=True)), statuses=(409,)),
+        (_MESSAGES, "PUT"): Operation(
+            "Create a message, with or without audio", "9.9",
+            _message_success(201, "The new message's metadata"),
+            _upload_body(component_ref("vmbox_messages")), statuses=(404, 409)),
+        (_MESSAGES, "POST"): Operation(
+            "Change, move or copy several messages", "9.10",
+            {"200": _success("Bulk result", bulk)}, _json_body(component_ref("BulkChange")),
+            parameters=(_query("folder", _FOLDER, "Target folder when data.folder is absent"),
+                        *_filter_parameters()),
+            statuses=(404, 409)),
+        (_MESSAGES, "DELETE"): Operation(
+            "Delete several messages (soft)", "9.11",
+            {"200": _success("Bulk result", bulk)},
+            _json_body(component_ref("BulkDelete"), required=False),
+            parameters=(_query("folder", _FOLDER, "Delete the messages of this folder"),
+                        *_filter_parameters()),
+            statuses=(409,)),
+        (_MESSAGES + "/raw", "POST"): Operation(
+            "Download several messages' audio as one ZIP", "9.12",
+            {"200": {"description": "A streamed ZIP, stored entries",
+                     "headers": {**_REQUEST_ID_HEADER, "Content-Disposition": {
+                         "$ref": "#/components/headers/Content-Disposition"}},
+                     "content": {"application/zip": {"schema": _BINARY}}}},
+            _json_body(component_ref("ZipRequest")), statuses=(404, 409, 500)),
+        (_MESSAGE, "GET"): Operation(
+            "Fetch a message's metadata", "9.13",
+            _message_success(200, "The message metadata"), statuses=(404, 409)),
+        (_MESSAGE, "POST"): Operation(
+            "Change, move or copy one message", "9.14",
+            {"200": _success("Metadata (folder change, move) or bulk result (copy)",
+                             {"anyOf": [component_ref("MessageMetadata"), bulk]})},
+            _json_body(component_ref("MessageChange"), required=False), statuses=(404, 409)),
+        (_MESSAGE, "DELETE"): Operation(
+            "Delete a message (soft)", "9.15", _message_success(200, "The deleted metadata"),
+            statuses=(404, 409)),
+        (_MESSAGE + "/raw", "GET"): Operation(
+            "Download a message's audio", "9.16",
+            {"200": _audio_response("The whole audio, with its stored Content-Type"),
+             "206": _audio_response("Part of the audio")},
+            parameters=(range_header,), statuses=(404, 409, 416, 500)),
+        (_MESSAGE + "/raw", "PUT"): Operation(
+            "Upload or replace a message's audio", "9.17",
+            _message_success(201, "The message metadata"), _upload_body(None),
+            statuses=(404, 409)),
+        (HEALTHZ_PATH, "GET"): Operation(
+            "Health for load balancers", "README",
+            {"200": {"description": "CouchDB answers",
+                     "content": {_JSON: {"schema": component_ref("Health")}}},
+             "503": {"description": "CouchDB does not answer",
+                     "content": {_JSON: {"schema": component_ref("Health")}}}}),
+        (OPENAPI_PATH, "GET"): Operation(
+            "This document", "issue 5",
+            {"200": {"description": "The OpenAPI document",
+                     "headers": dict(_REQUEST_ID_HEADER),
+                     "content": {_JSON: {"schema": {"type": "object",
+                                                    "required": ["openapi", "paths"]}}}}}),
+    }
+
+
+# -- assembling the document --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    path: str
+    methods: tuple[str, ...]
+    body: BodyKind
+    authenticated: bool
+    account_scoped: bool
+
+
+def _routes(routes: Sequence[Endpoint]) -> list[_Route]:
+    documented = [
+        _Route(openapi_path(e.path), tuple(e.allowed), e.body, e.authenticated, e.account_scoped)
+        for e in routes
+    ]
+    paths = {route.path for route in documented}
+    # /healthz is added by app.py outside the table; user_auth is specified even before it is
+    # routed (api.md 6.3).
+    if HEALTHZ_PATH not in paths:
+        documented.append(_Route(HEALTHZ_PATH, ("GET",), BodyKind.JSON, False, False))
+    if USER_AUTH_PATH not in paths:
+        documented.append(_Route(USER_AUTH_PATH, ("PUT",), BodyKind.JSON, False, False))
+    return documented
+
+
+def _statuses(route: _Route, method: str, operation: Operation) -> list[int]:
+    # Every route is behind the body-parsing pipeline, and any method may carry a body (3.1).
+    statuses = {400, 413, *operation.statuses}
+    if route.path not in (HEALTHZ_PATH, OPENAPI_PATH):
+        statuses.add(503)  # healthz documents its own 503 body; the document needs no CouchDB
+    if route.account_scoped:
+        statuses |= {401, 403, 404}
+    elif route.authenticated:
+        statuses.add(401)
+    if route.path in ("/v2/api_auth", USER_AUTH_PATH):
+        statuses.add(401)
+    if method in ("PUT", "POST", "PATCH"):
+        statuses.add(415)
+    if method == "POST":
+        statuses.add(405)  # a tunnelled verb the path does not allow (api.md 3.4)
+    return sorted(statuses)
+
+
+def _operation_object(route: _Route, method: str, operation: Operation) -> JsonObject:
+    responses: JsonObject = dict(operation.success)
+    for status in _statuses(route, method, operation):
+        name = _ERROR_STATUSES[status][0]
+        responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
+    path_names = _PARAM_RE.findall(route.path)
+    result: JsonObject = {
+        "summary": operation.summary,
+        "description": f"api.md {operation.section}." if operation.section[0].isdigit()
+        else f"See {operation.section}.",
+        "operationId": _operation_id(route.path, method),
+        "parameters": [_PATH_PARAMETERS[name] for name in path_names] + list(operation.parameters),
+    }
+    if not result["parameters"]:
+        del result["parameters"]
+    if operation.body is not None:
+        result["requestBody"] = operation.body
+    if not route.authenticated:
+        result["security"] = []
+    result["responses"] = dict(sorted(responses.items()))
+    return result
+
+
+def _operation_id(path: str, method: str) -> str:
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", path) if w and w != "v2"]
+    return method.lower() + "".join(w[:1].upper() + w[1:] for w in words)
+
+
+_DESCRIPTION = """\
+The voicemail module of the Piston REST API, served by piston_vm (see `../shared/spec/api.md`).
+
+* Every JSON answer, errors included, is `Content-Type: application/json` exactly; errors carry the
+  HTTP status as the **string** `error` (D-19).
+* Request bodies are envelopes `{"data": …}`. Besides JSON, every PUT/POST/PATCH accepts
+  `application/x-www-form-urlencoded` (JSON first, then `key=value` pairs) and multipart with a
+  JSON part; upload endpoints also take raw audio and base64 (api.md 3.2). Box fields given as
+  strings are coerced to the schema's integer and boolean types.
+* Request values (`auth_token`, `verb`, `paginate`, `page_size`, `start_key`, `folder`, …) are read
+  from `data`, then the query string, then the envelope (3.3). `verb` on a POST replaces the
+  method (3.4).
+* HEAD is accepted wherever GET is. OPTIONS answers the CORS preflight on every path. `/v1/…`
+  answers 410 and unknown `/v2` paths 404 `not_found`. A trailing slash is the same path.
+* List filters `filter_<path>=v` and `filter_not_<path>=v` (dotted paths) are accepted on every
+  list and on the bulk message operations (8.5).
+"""
+
+
+def build_openapi(schemas_dir: Path, routes: Sequence[Endpoint]) -> JsonObject:
+    """The whole API as an OpenAPI 3.0.3 document; raises when a route has no documentation."""
+    drafts = load_json_schemas(schemas_dir)
+    components: JsonObject = {
+        name: to_openapi_schema(schema, drafts.keys()) for name, schema in drafts.items()
+    }
+    if "vmboxes" in components:
+        mailbox = components["vmboxes"].get("properties", {}).get("mailbox")
+        if isinstance(mailbox, dict):
+            # A module rule the schema file does not carry: an integer string (D-18).
+            mailbox["pattern"] = MAILBOX_PATTERN
+        components["VmboxPatch"] = _without_required(components["vmboxes"])
+    components.update(_own_schemas())
+    operations = _operations()
+    paths: JsonObject = {}
+    for route in _routes(routes):
+        item: JsonObject = {}
+        for method in route.methods:
+            operation = operations.get((route.path, method))
+            if operation is None:
+                raise LookupError(f"{method} {route.path} is routed but not documented")
+            item[method.lower()] = _operation_object(route, method, operation)
+        paths[route.path] = item
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "piston_vm: Piston voicemail API", "version": __version__,
+                 "description": _DESCRIPTION},
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "responses": _error_responses(),
+            "headers": _headers_components(),
+            "securitySchemes": {
+                "AuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                "AuthTokenQuery": {"type": "apiKey", "in": "query", "name": "auth_token"},
+                "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+        },
+        "security": [{"AuthToken": []}, {"AuthTokenQuery": []}, {"Bearer": []}],
+    }
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """The kept file's exact text."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+_served: dict[Path, bytes] = {}
+
+
+def _unique_endpoints(table: Mapping[str, Endpoint]) -> list[Endpoint]:
+    seen: dict[str, Endpoint] = {}
+    for endpoint in table.values():
+        seen.setdefault(endpoint.path, endpoint)
+    return list(seen.values())
+
+
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    """`GET /v2/openapi.json`: the kept file, read once; built from the app when it is missing."""
+    schemas_dir = request.app[SETTINGS].schemas_dir
+    body = _served.get(schemas_dir)
+    if body is None:
+        kept = schemas_dir / OPENAPI_FILE
+        if kept.is_file():
+            body = await asyncio.to_thread(kept.read_bytes)
+        else:
+            table = request.app[ENDPOINTS]
+            document = build_openapi(schemas_dir, _unique_endpoints(table))
+            body = render(document).encode()
+        _served[schemas_dir] = body
+    # Exactly application/json, like every JSON answer of the API (D-19).
+    return web.Response(body=body, headers={"Content-Type": _JSON})
+
+
+def main() -> None:
+    # The entry point is a composition root like app.py: it alone may reach into the route table.
+    from piston_vm.api.routes import ENDPOINTS as ROUTES
+    from piston_vm.config import DEFAULT_SCHEMAS_DIR
+
+    schemas_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SCHEMAS_DIR
+    sys.stdout.write(render(build_openapi(schemas_dir, ROUTES)))
+
+
+if __name__ == "__main__":
+    main()
