@@ -13,7 +13,7 @@ from aiohttp import web
 from piston_vm import errors, gregorian
 from piston_vm.context import RequestContext
 from piston_vm.docs import stamp_auth
-from piston_vm.media import answer_range
+from piston_vm.media import ZipStream, answer_range, content_disposition
 from piston_vm.services import message_docs as docs
 from piston_vm.services.message_docs import Located
 from piston_vm.storage.couch import DocConflict
@@ -231,8 +231,6 @@ async def zip_response(
     request: web.Request, audio: AudioService, entries: list[ZipEntry], filename: str
 ) -> web.StreamResponse:
     """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (D-5, P-14)."""
-    from piston_vm.media import ZipStream, content_disposition
-
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = "application/zip"
     response.headers["Content-Disposition"] = content_disposition(filename)

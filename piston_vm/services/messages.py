@@ -26,7 +26,7 @@ from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DocConflict, StorageError
-from piston_vm.storage.names import DbName, message_month, yyyymm
+from piston_vm.storage.names import DbName, is_box_id, message_month, yyyymm
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator
 
@@ -129,9 +129,7 @@ class MessageService:
     # -- shared lookups ------------------------------------------------------------------
 
     async def load_box(self, account: Account, box_id: str) -> JsonObject:
-        from piston_vm.services.vmboxes import valid_box_id
-
-        if not valid_box_id(box_id):
+        if not is_box_id(box_id):
             raise errors.bad_identifier(box_id)
         box = await self.stores.vmboxes.get(account.db, box_id)
         if box is None:
@@ -140,9 +138,7 @@ class MessageService:
 
     async def prepare(self, account: Account, box_id: str) -> None:
         """Lazy legacy migration before any message operation on a box that exists (D-13)."""
-        from piston_vm.services.vmboxes import valid_box_id
-
-        if not valid_box_id(box_id) or self.migrator.box_known_clean(account, box_id):
+        if not is_box_id(box_id) or self.migrator.box_known_clean(account, box_id):
             return
         box = await self.stores.vmboxes.get(account.db, box_id)
         if box is not None:

@@ -17,6 +17,7 @@ from piston_vm.listing import Cursor, build_filters, descending, fill_page, pagi
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
+from piston_vm.storage.names import BOX_ID_RE, is_box_id
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator, merge_errors
 
@@ -24,7 +25,6 @@ JsonObject = dict[str, Any]
 
 SCHEMA = "vmboxes"
 LEGACY_MESSAGE = "Please migrate your voicemail box messages to MODB"
-BOX_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-]{0,127}$")
 _MAILBOX_NUMBER_RE = re.compile(r"^[+-]?[0-9]+$")
 SAVE_ATTEMPTS = 3
 MAILBOX_MAX_CHARS = 30
@@ -58,10 +58,6 @@ def public_box(doc: JsonObject) -> JsonObject:
 def has_legacy_messages(doc: JsonObject) -> bool:
     messages = doc.get("messages")
     return isinstance(messages, list) and len(messages) > 0
-
-
-def valid_box_id(box_id: str) -> bool:
-    return BOX_ID_RE.fullmatch(box_id) is not None
 
 
 def _client_data(data: Any) -> JsonObject:
@@ -110,7 +106,7 @@ class VmboxService:
         self.migrator = migrator
 
     async def load(self, account: Account, box_id: str) -> JsonObject:
-        if not valid_box_id(box_id):
+        if not is_box_id(box_id):
             raise errors.bad_identifier(box_id)
         doc = await self.stores.vmboxes.get(account.db, box_id)
         if doc is None:
@@ -153,7 +149,7 @@ class VmboxService:
     async def create(self, ctx: RequestContext, account: Account) -> SavedBox:
         data = ctx.data
         chosen = data.get("id") if isinstance(data, dict) else None
-        if chosen is not None and (not isinstance(chosen, str) or not valid_box_id(chosen)):
+        if chosen is not None and (not isinstance(chosen, str) or not is_box_id(chosen)):
             raise errors.ValidationFailed({"id": {"pattern": {
                 "message": f"Failed to match pattern '{BOX_ID_RE.pattern}'",
                 "target": BOX_ID_RE.pattern, "value": chosen}}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -172,7 +173,7 @@ class MessageStore:
         counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
         if not box_ids:
             return counts
-        for modb in await self.window_modbs(account_db, start, end):
+        async def count(modb: DbName) -> None:
             try:
                 if modb.month is not None and _month_start(*modb.month) >= start:
                     await self._count_whole_month(modb, box_ids, counts)
@@ -180,6 +181,9 @@ class MessageStore:
                     await self._count_rows(modb, start, end, set(box_ids), counts)
             except DbNotFound:
                 self.databases.forget(modb)
+
+        # Months are independent queries: ask for them side by side.
+        await asyncio.gather(*(count(m) for m in await self.window_modbs(account_db, start, end)))
         return counts
 
     async def _count_whole_month(
@@ -205,11 +209,11 @@ class MessageStore:
         box_ids: set[str],
         counts: dict[str, Counter[str]],
     ) -> None:
-        for folder in FOLDERS:
-            result = await self.couch.view(
-                modb.unencoded, DESIGN, "count_per_folder",
-                {"startkey": [folder, start], "endkey": [folder, end, {}]},
-            )
+        results = await asyncio.gather(*(
+            self.couch.view(modb.unencoded, DESIGN, "count_per_folder",
+                            {"startkey": [folder, start], "endkey": [folder, end, {}]})
+            for folder in FOLDERS))
+        for folder, result in zip(FOLDERS, results, strict=True):
             for row in result.get("rows", []):
                 key = row.get("key")
                 if isinstance(key, list) and len(key) == 3 and key[2] in box_ids:

@@ -13,12 +13,18 @@ _ANY_FORM_RE = re.compile(
     r"|([0-9a-f]{32}))(?:-(\d{4})(\d{2}))?$"
 )
 MESSAGE_ID_RE = re.compile(r"^(\d{4})(\d{2})-(.+)$")
+# Box ids are checked for shape before they reach a CouchDB path: no "_", "/", "%" or dots.
+BOX_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-]{0,127}$")
 
 Form = Literal["raw", "unencoded", "encoded"]
 
 
 def is_account_id(value: str) -> bool:
     return ACCOUNT_ID_RE.fullmatch(value) is not None
+
+
+def is_box_id(value: str) -> bool:
+    return BOX_ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
