@@ -96,6 +96,9 @@ async def pipeline_middleware(request: web.Request, handler: Handler) -> web.Str
         return web.Response(status=HTTPStatus.OK)
     endpoint = endpoint_of(request)
     body_kind = endpoint.body if endpoint is not None else BodyKind.JSON
+    if body_kind is BodyKind.UPLOAD and ctx.method != "PUT":
+        # Only the PUTs of an upload path stream files; its other methods take envelopes.
+        body_kind = BodyKind.JSON
     ctx.envelope = await read_envelope(request, body_kind)
     if ctx.value("pretty_print") in (True, "true"):
         ctx.pretty = True

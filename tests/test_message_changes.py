@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from piston_vm.storage.stores import Stores
@@ -19,6 +20,7 @@ from tests.test_message_support import (
     listed_ids,
     message_path,
     messages_path,
+    multipart,
     must_stored,
     now,
     older_than_retention,
@@ -407,3 +409,17 @@ async def test_delete_on_an_unknown_box_is_an_empty_success(
     api: Api, account: Tenant
 ) -> None:
     assert await bulk_ok(api, account, "0" * 32, "DELETE") == {}
+
+
+async def test_bulk_change_reads_its_envelope_from_a_multipart_body(
+    api: Api, account: Tenant
+) -> None:
+    box = await create_box(api, account)
+    message = await create_message(api, account, box, timestamp=this_month(0))
+    body, content_type = multipart(
+        ("application/json",
+         json.dumps({"data": {"messages": [message["media_id"]], "folder": "saved"}}).encode(),
+         None))
+    resp, data = await api.call("POST", messages_path(account, box), account.token, body=body,
+                                headers={"Content-Type": content_type})
+    assert assert_success(resp, data) == {"succeeded": [message["media_id"]]}

@@ -15,20 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from piston_vm import errors, gregorian
-from piston_vm.config import Settings
 from piston_vm.context import RequestContext
 from piston_vm.docs import copy_transcription, mark_deleted, stamp_auth
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioService
-from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.base import Service
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DocConflict, StorageError
 from piston_vm.storage.names import DbName, is_box_id, message_month, yyyymm
-from piston_vm.storage.stores import Stores
-from piston_vm.validation import SchemaValidator
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +110,12 @@ def _copy_id(source: JsonObject, box_id: str, month: tuple[int, int]) -> str:
     return f"{yyyymm(*month)}-{hashlib.md5(seed).hexdigest()}"
 
 
-class MessageService:
-    def __init__(
-        self,
-        stores: Stores,
-        validator: SchemaValidator,
-        settings: Settings,
-        migrator: LegacyMigrator,
-    ) -> None:
-        self.stores = stores
-        self.validator = validator
-        self.settings = settings
-        self.migrator = migrator
-
+class MessageService(Service):
     # -- shared lookups ------------------------------------------------------------------
 
     async def load_box(self, account: Account, box_id: str) -> JsonObject:
-        if not is_box_id(box_id):
-            raise errors.bad_identifier(box_id)
-        box = await self.stores.vmboxes.get(account.db, box_id)
-        if box is None:
-            raise errors.bad_identifier(box_id)
-        return await self.migrator.prepare_box(account, box)
+        """The box (404 otherwise), with its legacy messages migrated first (D-13)."""
+        return await self.migrator.prepare_box(account, await self.live_box(account, box_id))
 
     async def prepare(self, account: Account, box_id: str) -> None:
         """Lazy legacy migration before any message operation on a box that exists (D-13)."""

@@ -10,16 +10,14 @@ from http import HTTPStatus
 from typing import Any
 
 from piston_vm import errors, gregorian
-from piston_vm.config import Settings
 from piston_vm.context import RequestContext
 from piston_vm.docs import alphanum_name, deep_merge, is_private, stamp_auth, without_private
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
-from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.base import Service
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import BOX_ID_RE, is_box_id
-from piston_vm.storage.stores import Stores
-from piston_vm.validation import SchemaValidator, merge_errors
+from piston_vm.validation import merge_errors
 
 JsonObject = dict[str, Any]
 
@@ -92,26 +90,9 @@ def mailbox_number(value: Any) -> int | None:
     return None
 
 
-class VmboxService:
-    def __init__(
-        self,
-        stores: Stores,
-        validator: SchemaValidator,
-        settings: Settings,
-        migrator: LegacyMigrator,
-    ) -> None:
-        self.stores = stores
-        self.validator = validator
-        self.settings = settings
-        self.migrator = migrator
-
+class VmboxService(Service):
     async def load(self, account: Account, box_id: str) -> JsonObject:
-        if not is_box_id(box_id):
-            raise errors.bad_identifier(box_id)
-        doc = await self.stores.vmboxes.get(account.db, box_id)
-        if doc is None:
-            raise errors.bad_identifier(box_id)
-        return doc
+        return await self.live_box(account, box_id)
 
     async def _validate(
         self, account: Account, public: JsonObject, box_id: str | None

@@ -1,0 +1,38 @@
+"""What every use-case service is built from, and the box lookup they all start with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from piston_vm import errors
+from piston_vm.config import Settings
+from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.storage.accounts import Account
+from piston_vm.storage.names import is_box_id
+from piston_vm.storage.stores import Stores
+from piston_vm.validation import SchemaValidator
+
+JsonObject = dict[str, Any]
+
+
+class Service:
+    def __init__(
+        self,
+        stores: Stores,
+        validator: SchemaValidator,
+        settings: Settings,
+        migrator: LegacyMigrator,
+    ) -> None:
+        self.stores = stores
+        self.validator = validator
+        self.settings = settings
+        self.migrator = migrator
+
+    async def live_box(self, account: Account, box_id: str) -> JsonObject:
+        """The box, or 404 `bad_identifier` (its id's shape is checked before any CouchDB path)."""
+        if not is_box_id(box_id):
+            raise errors.bad_identifier(box_id)
+        box = await self.stores.vmboxes.get(account.db, box_id)
+        if box is None:
+            raise errors.bad_identifier(box_id)
+        return box
