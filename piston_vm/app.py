@@ -10,10 +10,11 @@ from aiohttp import web
 from piston_vm.api.routes import ENDPOINTS
 from piston_vm.config import Settings
 from piston_vm.health import healthz
-from piston_vm.keys import MIGRATOR, SETTINGS, STORES, VALIDATOR
+from piston_vm.keys import MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
 from piston_vm.middlewares import add_common_headers, error_middleware, pipeline_middleware
 from piston_vm.routing import register
 from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.moves import RepairSchedule
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.throttle import install_login_throttle
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VALIDATOR] = SchemaValidator(
         settings.schemas_dir, settings.max_pin_length, settings.transcribe_default
     )
+    app[MOVE_REPAIRS] = RepairSchedule(settings.move_repair_interval_s)
     install_login_throttle(app)
     app.cleanup_ctx.append(couchdb_ctx)
     app.on_response_prepare.append(add_common_headers)

@@ -68,6 +68,8 @@ class Settings:
     migration_retry_limit: int = 5
     couchdb_timeout_s: float = 5.0
     account_cache_ttl_s: float = 5.0
+    # How often one process looks for an account's moves that a crash left unfinished.
+    move_repair_interval_s: float = 30.0
     couchdb_dir: Path = DEFAULT_COUCHDB_DIR
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR
 
@@ -98,6 +100,7 @@ _INT_FIELDS = {
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
     "ACCOUNT_CACHE_TTL_S": "account_cache_ttl_s",
+    "MOVE_REPAIR_INTERVAL_S": "move_repair_interval_s",
 }
 _STR_FIELDS = {
     "HOST": "host",

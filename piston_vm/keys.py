@@ -7,6 +7,7 @@ from aiohttp import web
 from piston_vm.config import Settings
 from piston_vm.context import RequestContext
 from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.moves import RepairSchedule
 from piston_vm.storage.stores import Stores
 from piston_vm.validation import SchemaValidator
 
@@ -15,5 +16,7 @@ STORES = web.AppKey("stores", Stores)
 VALIDATOR = web.AppKey("validator", SchemaValidator)
 # One per process: its per-box locks keep concurrent requests from migrating the same box twice.
 MIGRATOR = web.AppKey("migrator", LegacyMigrator)
+# One per process: when each account was last searched for moves a crash left unfinished.
+MOVE_REPAIRS = web.AppKey("move_repairs", RepairSchedule)
 
 CONTEXT = web.RequestKey("context", RequestContext)

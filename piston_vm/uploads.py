@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import aiofiles
+import aiofiles.threadpool
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -34,35 +33,35 @@ MEMORY_SPOOL_BYTES = 1024 * 1024
 
 @dataclass(slots=True)
 class UploadedFile:
-    """One uploaded file: in `memory` when small, else spooled to `path`.
+    """One uploaded file: in `memory` when small, else spooled to the unnamed file `spool`.
 
-    The caller owns it and must `discard()` it.
+    The spool file has no name in the file system (it is unlinked as it is made), so it
+    vanishes with the process even when that is killed. The caller must `discard()` it.
     """
 
-    path: Path | None
+    spool: BinaryIO | None
     content_type: str
     size: int
     filename: str | None
     memory: bytes | None = None
 
     async def chunks(self, chunk_size: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """The file's bytes from the start; each call reads them anew (retries need that)."""
         if self.memory is not None:
             for start in range(0, len(self.memory), chunk_size):
                 yield self.memory[start : start + chunk_size]
             return
-        if self.path is None:
+        if self.spool is None:
             return
-        # A plain open + read: the file is a local spool file whose pages are still cached, and
-        # a thread-pool open (aiofiles) orphans the file object when CouchDB answers early (a
-        # 409 before the body) and aiohttp cancels the writer mid-open.
-        with self.path.open("rb") as source:
-            while chunk := source.read(chunk_size):
-                yield chunk
-                await asyncio.sleep(0)
+        # Plain reads: the spool file was just written and its pages are still cached.
+        self.spool.seek(0)
+        while chunk := self.spool.read(chunk_size):
+            yield chunk
+            await asyncio.sleep(0)
 
     def discard(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        if self.spool is not None:
+            self.spool.close()
 
 
 @dataclass(slots=True)
@@ -147,18 +146,19 @@ class _Spool:
                 self.files.append(
                     UploadedFile(None, content_type, size, filename, b"".join(head)))
             return
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.directory)
-        os.close(fd)  # reopened through aiofiles so writes stay off the event loop
-        upload = UploadedFile(Path(name), content_type, 0, filename)
+        # Owned by the UploadedFile (closed by its discard()), so no context manager here.
+        spool = tempfile.TemporaryFile(prefix=TEMP_PREFIX, dir=self.directory)  # noqa: SIM115
+        upload = UploadedFile(spool, content_type, 0, filename)
         self.files.append(upload)
-        async with aiofiles.open(Path(name), "wb") as sink:
-            for chunk in head:
-                await sink.write(chunk)
-            upload.size = size
-            head.clear()
-            async for chunk in source:
-                await sink.write(chunk)
-                upload.size += len(chunk)
+        # Writes run in a worker thread so that a slow disk never stalls the event loop.
+        sink = aiofiles.threadpool.wrap(spool)
+        for chunk in head:
+            await sink.write(chunk)
+        upload.size = size
+        head.clear()
+        async for chunk in source:
+            await sink.write(chunk)
+            upload.size += len(chunk)
 
     def discard(self) -> None:
         for upload in self.files:

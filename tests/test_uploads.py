@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -19,7 +20,7 @@ from pytest_aiohttp import AiohttpClient
 
 from piston_vm.errors import ApiError
 from piston_vm.middlewares import parse_envelope
-from piston_vm.uploads import MEMORY_SPOOL_BYTES, OCTET_STREAM, TEMP_PREFIX, read_upload
+from piston_vm.uploads import MEMORY_SPOOL_BYTES, OCTET_STREAM, read_upload
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -64,13 +65,14 @@ def upload_app(temp_dir: Path, limit_bytes: int) -> web.Application:
                 body = b"".join([chunk async for chunk in item.chunks(chunk_size=1000)])
                 assert len(body) == item.size
                 # Small files stay in memory; larger ones are spooled into temp_dir.
+                # A spool file has no name anywhere: it cannot outlive the process.
                 if item.size <= MEMORY_SPOOL_BYTES:
-                    assert item.path is None
+                    assert item.spool is None
                 else:
-                    assert item.path is not None
-                    assert item.path.parent == temp_dir
-                    assert item.path.name.startswith(TEMP_PREFIX)
-                    assert item.path.stat().st_size == item.size
+                    assert item.spool is not None
+                    assert os.fstat(item.spool.fileno()).st_size == item.size
+                    assert os.fstat(item.spool.fileno()).st_nlink == 0
+                    assert not os.listdir(temp_dir)
                 files.append(
                     {
                         "content_type": item.content_type,

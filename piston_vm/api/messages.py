@@ -10,12 +10,18 @@ from aiohttp import web
 
 from piston_vm import envelope, errors, gregorian
 from piston_vm.api import account_of
-from piston_vm.keys import CONTEXT, MIGRATOR, SETTINGS, STORES, VALIDATOR
+from piston_vm.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
 from piston_vm.media import attachment_name, content_disposition, download_filename, unique_names
 from piston_vm.middlewares import parse_envelope
 from piston_vm.routing import FORM_TYPE, JSON_TYPES, request_mime
 from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import NO_AUDIO_CAUSE, AudioService, ZipEntry, zip_response
+from piston_vm.services.audio import (
+    NO_AUDIO_CAUSE,
+    AudioInput,
+    AudioService,
+    ZipEntry,
+    zip_response,
+)
 from piston_vm.services.messages import MessageService, message_ids
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
@@ -24,7 +30,7 @@ from piston_vm.uploads import Upload, UploadedFile, read_upload
 
 def _service(request: web.Request) -> MessageService:
     return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS],
-                          request.app[MIGRATOR])
+                          request.app[MIGRATOR], request.app[MOVE_REPAIRS])
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
@@ -85,25 +91,19 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     upload = await _read_upload(request)
     try:
         audio_file = _single_file(upload.files, required=False)
-        fields = service.validate_metadata(ctx.data)
-        modb, doc = await service.build_new(ctx, account, box, fields)
-        await service.stores.messages.create(modb, doc)
-        if audio_file is not None:
-            name = attachment_name(_filename(ctx.value("filename")), audio_file.content_type,
-                                   gregorian.now())
-            try:
-                await service.stores.messages.put_audio(
-                    modb, doc, name, audio_file.content_type, audio_file.chunks(),
-                    audio_file.size)
-            except BaseException:
-                # No message without its audio: take the half-made document back.
-                await service.stores.messages.remove(modb, doc["_id"], doc["_rev"])
-                raise
+        audio = _audio_input(ctx.value("filename"), audio_file) if audio_file else None
+        doc = await service.create(ctx, account, box, audio,
+                                   request.headers.get("Idempotency-Key"))
     finally:
         upload.discard()
     data = docs.public_metadata(doc, 0)
     return envelope.success(request, data, status=HTTPStatus.CREATED,
                             headers={"Location": _location(request, doc["_id"])})
+
+
+def _audio_input(filename: Any, upload: UploadedFile) -> AudioInput:
+    name = attachment_name(_filename(filename), upload.content_type, gregorian.now())
+    return AudioInput(name, upload.content_type, upload.size, upload.chunks)
 
 
 def _filename(value: Any) -> str | None:
@@ -185,10 +185,8 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
     try:
         audio_file = _single_file(upload.files, required=True)
         assert audio_file is not None
-        name = attachment_name(_filename(ctx.value("filename")), audio_file.content_type,
-                               gregorian.now())
         doc = await AudioService(service.stores).replace(
-            ctx, found, name, audio_file.content_type, audio_file.chunks, audio_file.size)
+            ctx, found, _audio_input(ctx.value("filename"), audio_file))
     finally:
         upload.discard()
     return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from piston_vm import envelope
 from piston_vm.api import account_of
-from piston_vm.keys import CONTEXT, MIGRATOR, SETTINGS, STORES, VALIDATOR
+from piston_vm.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
 from piston_vm.services.vmboxes import LEGACY_MESSAGE, SavedBox, VmboxService
 
 NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address replaced"
@@ -17,7 +17,7 @@ NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address rep
 
 def _service(request: web.Request) -> VmboxService:
     return VmboxService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS],
-                        request.app[MIGRATOR])
+                        request.app[MIGRATOR], request.app[MOVE_REPAIRS])
 
 
 def _box_response(

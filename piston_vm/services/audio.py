@@ -16,7 +16,7 @@ from piston_vm.docs import stamp_auth
 from piston_vm.media import ZipStream, answer_range, content_disposition
 from piston_vm.services import message_docs as docs
 from piston_vm.services.message_docs import Located
-from piston_vm.storage.couch import DocConflict
+from piston_vm.storage.couch import Attachment, DbNotFound, DocConflict, DocNotFound
 from piston_vm.storage.names import DbName
 from piston_vm.storage.stores import Stores
 
@@ -28,6 +28,19 @@ CHUNK_BYTES = 256 * 1024
 # Read-modify-write steps re-read and retry this many times on a CouchDB 409 (storage.md 10).
 SAVE_ATTEMPTS = 3
 NO_AUDIO_CAUSE = "voicemail message does not have any audio file"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInput:
+    """Audio a client sent: its attachment name and type, its size, and fresh byte streams."""
+
+    name: str
+    content_type: str
+    size: int
+    chunks: Callable[[], AsyncIterator[bytes]]
+
+    def attachment(self) -> Attachment:
+        return Attachment(self.name, self.content_type, self.size, self.chunks())
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,8 @@ class AudioSource:
     length: int
     digest: str | None
     label: str
+    # The revision of the document that holds the bytes: reads stay on it while it changes.
+    rev: str | None = None
 
     @property
     def db_name(self) -> str:
@@ -76,7 +91,8 @@ class AudioService:
         if isinstance(attachments, dict) and (name := _pick_inline(attachments)):
             stub = attachments[name]
             return AudioSource(located.modb, located.id, name, str(stub.get("content_type")),
-                               int(stub.get("length", 0)), stub.get("digest"), name)
+                               int(stub.get("length", 0)), stub.get("digest"), name,
+                               doc.get("_rev"))
         linked = doc.get("pvt_attachments")
         if not isinstance(linked, dict) or not linked:
             return None
@@ -96,7 +112,8 @@ class AudioService:
         stub = media_attachments[att_name]
         return AudioSource(db, str(media["_id"]), str(att_name),
                            str(entry.get("content_type") or stub.get("content_type")),
-                           int(stub.get("length", 0)), stub.get("digest"), name)
+                           int(stub.get("length", 0)), stub.get("digest"), name,
+                           media.get("_rev"))
 
     async def chunks(
         self, source: AudioSource, start: int = 0, end: int | None = None
@@ -107,7 +124,7 @@ class AudioService:
             return
         wanted_range = (start, last) if (start, last) != (0, source.length - 1) else None
         async with self.stores.couch.open_attachment(
-            source.db_name, source.doc_id, source.name, wanted_range
+            source.db_name, source.doc_id, source.name, wanted_range, source.rev
         ) as response:
             # CouchDB honours the range (206); the bundled server sends it all (200): skip.
             to_skip = start if response.status != 206 else 0
@@ -152,72 +169,53 @@ class AudioService:
         return response
 
     async def replace(
-        self,
-        ctx: RequestContext,
-        located: Located,
-        name: str,
-        content_type: str,
-        body: Callable[[], AsyncIterator[bytes]],
-        length: int,
+        self, ctx: RequestContext, located: Located, audio: AudioInput
     ) -> JsonObject:
-        """New audio first, then drop the old: the message is never without audio.
+        """Swap the message's audio in one write: the new recording in, every old one out.
 
-        Both steps re-read and retry when another change to the message got in first.
+        One revision carries both, so no reader ever sees a message with two recordings or
+        none, and a change that got in first makes this write fail (and re-read) instead of
+        being overwritten.
         """
         doc = dict(located.doc)
-        for attempt in range(SAVE_ATTEMPTS):
+        for _ in range(SAVE_ATTEMPTS):
+            updated = {k: v for k, v in doc.items()
+                       if k not in ("_attachments", "pvt_attachments")}
+            if updated.get("media_filename") not in (None, audio.name):
+                updated.pop("media_filename")
+            updated["pvt_modified"] = gregorian.now()
+            stamp_auth(updated, ctx)
+            if isinstance(updated.get("name"), str):
+                docs.set_name(updated, updated["name"])
             try:
-                await self.stores.messages.put_audio(
-                    located.modb, doc, name, content_type, body(), length)
-                break
+                await self.stores.messages.save_with_audio(
+                    located.modb, updated, [audio.attachment()])
+                return updated
+            except (DocNotFound, DbNotFound):
+                raise errors.bad_identifier(located.id) from None
             except DocConflict:
                 fresh = await self.stores.messages.get(located.modb, located.id)
-                if fresh is None or fresh.get("pvt_deleted") or attempt + 1 == SAVE_ATTEMPTS:
-                    raise errors.datastore_conflict() from None
+                if (fresh is None or fresh.get("pvt_deleted")
+                        or fresh.get("source_id") != doc.get("source_id")):
+                    # Deleted or moved away meanwhile: there is no message here to give audio.
+                    raise errors.bad_identifier(located.id) from None
                 doc = fresh
-        for _ in range(SAVE_ATTEMPTS):
-            fresh = await self.stores.messages.get(located.modb, located.id)
-            if fresh is None:
-                raise errors.bad_identifier(located.id)
-            attachments = fresh.get("_attachments") or {}
-            fresh["_attachments"] = {k: v for k, v in attachments.items() if k == name}
-            fresh.pop("pvt_attachments", None)
-            if fresh.get("media_filename") not in (None, name):
-                fresh.pop("media_filename")
-            fresh["pvt_modified"] = gregorian.now()
-            stamp_auth(fresh, ctx)
-            if isinstance(fresh.get("name"), str):
-                docs.set_name(fresh, fresh["name"])
-            try:
-                await self.stores.messages.save(located.modb, fresh)
-                return fresh
-            except DocConflict:
-                continue
         raise errors.datastore_conflict()
 
-    async def copy_is_complete(self, source: Located, copy: JsonObject) -> bool:
-        """A copy counts only with all its audio (or none when the source has none)."""
-        audio = await self.source(source)
+    def holds(self, copy: JsonObject, audio: AudioSource | None) -> bool:
+        """True when `copy` stores exactly `audio` (same name, length and digest), or no audio
+        when there is none."""
         attachments = copy.get("_attachments") or {}
         if audio is None:
-            return True
+            return not attachments
         stub = attachments.get(audio.label)
-        return isinstance(stub, dict) and int(stub.get("length", -1)) == audio.length
+        if not isinstance(stub, dict) or int(stub.get("length", -1)) != audio.length:
+            return False
+        return audio.digest is None or stub.get("digest") == audio.digest
 
-    async def copy_audio(self, source: Located, target: Located) -> None:
-        """Stream the source audio into the copy, inline, and verify length and digest."""
-        audio = await self.source(source)
-        if audio is None:
-            return
-        await self.stores.messages.put_audio(
-            target.modb, target.doc, audio.label, audio.content_type, self.chunks(audio),
-            audio.length)
-        stored = await self.stores.messages.get(target.modb, target.id)
-        stub = ((stored or {}).get("_attachments") or {}).get(audio.label) or {}
-        same_length = int(stub.get("length", -1)) == audio.length
-        same_digest = audio.digest is None or stub.get("digest") in (None, audio.digest)
-        if not (same_length and same_digest):
-            raise errors.datastore_fault("audio copy could not be verified")
+    def copy_attachment(self, audio: AudioSource) -> Attachment:
+        """The source's audio as an attachment of a copy, streamed from the revision read."""
+        return Attachment(audio.label, audio.content_type, audio.length, self.chunks(audio))
 
 
 @dataclass(frozen=True, slots=True)

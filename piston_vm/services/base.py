@@ -7,6 +7,7 @@ from typing import Any
 from piston_vm import errors
 from piston_vm.config import Settings
 from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.moves import Mover, RepairSchedule
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import is_box_id
 from piston_vm.storage.stores import Stores
@@ -22,11 +23,19 @@ class Service:
         validator: SchemaValidator,
         settings: Settings,
         migrator: LegacyMigrator,
+        repairs: RepairSchedule | None = None,
     ) -> None:
         self.stores = stores
         self.validator = validator
         self.settings = settings
         self.migrator = migrator
+        self.repairs = repairs
+        self.mover = Mover(stores, settings.default_timezone)
+
+    async def repair_moves(self, account: Account) -> None:
+        """Settle moves a crash left unfinished, at most once per interval per account."""
+        if self.repairs is not None and self.repairs.due(account.id):
+            await self.mover.repair(account)
 
     async def live_box(self, account: Account, box_id: str) -> JsonObject:
         """The box, or 404 `bad_identifier` (its id's shape is checked before any CouchDB path)."""

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from piston_vm import errors, gregorian
@@ -19,7 +20,7 @@ from piston_vm.context import RequestContext
 from piston_vm.docs import copy_transcription, mark_deleted, stamp_auth
 from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import AudioService
+from piston_vm.services.audio import AudioInput
 from piston_vm.services.base import Service
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 
 SCHEMA = "vmbox_messages"
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+# A create retried with the same Idempotency-Key within this long returns the first message.
+IDEMPOTENCY_WINDOW_S = 24 * 3600
 # Read-modify-write updates re-read and retry this many times on a CouchDB 409 (storage.md 10).
 SAVE_ATTEMPTS = 3
 _MAX_ID_CHARS = 200
@@ -103,13 +107,6 @@ def destinations(value: Any) -> str | list[str] | None:
         "target": "string, array", "value": value})
 
 
-def _copy_id(source: JsonObject, box_id: str, month: tuple[int, int]) -> str:
-    # Deterministic per (source message, destination box, month): a retried move or copy finds
-    # the copy it already made instead of writing a second one.
-    seed = f"{source['_id']}\n{box_id}".encode()
-    return f"{yyyymm(*month)}-{hashlib.md5(seed).hexdigest()}"
-
-
 class MessageService(Service):
     # -- shared lookups ------------------------------------------------------------------
 
@@ -118,7 +115,9 @@ class MessageService(Service):
         return await self.migrator.prepare_box(account, await self.live_box(account, box_id))
 
     async def prepare(self, account: Account, box_id: str) -> None:
-        """Lazy legacy migration before any message operation on a box that exists (D-13)."""
+        """Before any message operation on a box: settle moves a crash left unfinished, and
+        migrate the box's legacy messages (D-13)."""
+        await self.repair_moves(account)
         if not is_box_id(box_id) or self.migrator.box_known_clean(account, box_id):
             return
         box = await self.stores.vmboxes.get(account.db, box_id)
@@ -251,6 +250,67 @@ class MessageService(Service):
         doc["pvt_document_hash"] = docs.document_hash(doc)
         return modb, doc
 
+    async def create(
+        self,
+        ctx: RequestContext,
+        account: Account,
+        box: JsonObject,
+        audio: AudioInput | None,
+        idempotency_key: str | None,
+    ) -> JsonObject:
+        """A new message, with its audio when given, in one CouchDB write: a crash at any
+        moment leaves no message or a whole one (docs/integrity.md, "Creates")."""
+        fields = self.validate_metadata(ctx.data)
+        modb, doc = await self.build_new(ctx, account, box, fields)
+        if idempotency_key is not None:
+            earlier = await self._earlier_create(account, box, idempotency_key, modb, doc)
+            if earlier is not None:
+                return earlier
+        try:
+            if audio is None:
+                await self.stores.messages.create(modb, doc)
+            else:
+                await self.stores.messages.create_with_audio(
+                    modb, doc, lambda: [audio.attachment()])
+        except DocConflict:
+            # Only keyed ids can collide: a request with the same key stored it first.
+            if idempotency_key is not None:
+                earlier = await self._earlier_create(account, box, idempotency_key, modb, doc)
+                if earlier is not None:
+                    return earlier
+            raise errors.datastore_conflict() from None
+        return doc
+
+    async def _earlier_create(
+        self, account: Account, box: JsonObject, key: str, modb: DbName, doc: JsonObject
+    ) -> JsonObject | None:
+        """The message an earlier create with this key stored, or None; on None, `doc` takes
+        the key's id (derived from account, box and key, so every instance agrees on it)."""
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+            raise errors.validation_error("Idempotency-Key", "maxLength", {
+                "message": f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} "
+                           "printable characters", "target": MAX_IDEMPOTENCY_KEY_CHARS})
+        now = gregorian.now()
+        months = [modb]
+        if modb.month is not None and now - _month_start(*modb.month) < IDEMPOTENCY_WINDOW_S:
+            year, month = modb.month
+            months.append(modb.modb(year - 1, 12) if month == 1 else modb.modb(year, month - 1))
+        for candidate in months:
+            keyed_id = _keyed_id(account, box["_id"], key, candidate)
+            for leaf in await self.stores.messages.leaves(candidate, keyed_id):
+                created = leaf.get("pvt_created")
+                if isinstance(created, int) and now - created > IDEMPOTENCY_WINDOW_S:
+                    continue  # the key's day is over: this is a new message
+                if leaf.get("_deleted"):
+                    # Stored, then moved away: the first create happened; never recreate it.
+                    raise errors.datastore_conflict()
+                return leaf
+        keyed_id = _keyed_id(account, box["_id"], key, modb)
+        doc["_id"] = keyed_id
+        doc["metadata"]["media_id"] = keyed_id
+        doc["pvt_document_hash"] = docs.document_hash(doc)
+        return None
+
     # -- single message --------------------------------------------------------------------
 
     async def fetch(self, account: Account, box_id: str, message_id: str) -> JsonObject:
@@ -278,10 +338,9 @@ class MessageService(Service):
             return docs.public_metadata(updated, await self.retention_timestamp(account)), False
         boxes = await self._destination_boxes(account, target)
         if isinstance(target, str):
-            moved = await self._copy(ctx, account, found, boxes[target])
-            await self._remove_moved(found)
+            moved = await self.mover.move(ctx, account, found, boxes[target])
             return docs.public_metadata(moved, await self.retention_timestamp(account)), False
-        new_ids = [(await self._copy(ctx, account, found, boxes[b]))["_id"] for b in target]
+        new_ids = [(await self.mover.copy(ctx, account, found, boxes[b]))["_id"] for b in target]
         return BulkResult(new_ids, []).as_data(), True
 
     async def delete(
@@ -299,44 +358,6 @@ class MessageService(Service):
         """P-12: every destination box is loaded before anything changes."""
         ids = [target] if isinstance(target, str) else target
         return {box_id: await self.load_box(account, box_id) for box_id in ids}
-
-    async def _copy(
-        self, ctx: RequestContext, account: Account, found: Located, box: JsonObject
-    ) -> JsonObject:
-        """Write the copy (audio included and verified) into the current month's MODB."""
-        now = gregorian.now()
-        month = gregorian.utc_month(now)
-        modb = account.db.modb(*month)
-        copy_id = _copy_id(found.doc, box["_id"], month)
-        existing = await self.stores.messages.get(modb, copy_id)
-        audio = AudioService(self.stores)
-        if (existing is not None and not existing.get("pvt_deleted")
-                and await audio.copy_is_complete(found, existing)):
-            return existing
-        zone_name = await box_timezone(self.stores, account, box, self.settings.default_timezone)
-        doc = docs.copy_for_box(found.doc, copy_id, modb, box, zone_name, account.realm, now)
-        stamp_auth(doc, ctx, request_id=False)
-        if existing is not None:
-            doc["_rev"] = existing["_rev"]  # an earlier, unfinished attempt: finish it
-            await self.stores.messages.save(modb, doc)
-        else:
-            await self.stores.messages.create(modb, doc)
-        await audio.copy_audio(found, Located(modb, doc))
-        return doc
-
-    async def _remove_moved(self, found: Located) -> None:
-        """Remove a move's source once its copy is complete; a concurrent edit does not stop it."""
-        rev = str(found.doc["_rev"])
-        for _ in range(SAVE_ATTEMPTS):
-            try:
-                await self.stores.messages.remove(found.modb, found.id, rev)
-                return
-            except DocConflict:
-                fresh = await self.stores.messages.get(found.modb, found.id)
-                if fresh is None:
-                    return
-                rev = str(fresh["_rev"])
-        raise errors.datastore_conflict()
 
     # -- lists -----------------------------------------------------------------------------
 
@@ -371,6 +392,7 @@ class MessageService(Service):
         page = paging(ctx, self.settings.page_size)
         window = await self.window(ctx, account)
         if box_id is None:
+            await self.repair_moves(account)
             await self.migrator.prepare_account(account)
         else:
             await self.prepare(account, box_id)
@@ -478,11 +500,13 @@ class MessageService(Service):
                 continue
             assert target is not None
             try:
-                for destination in [target] if isinstance(target, str) else target:
-                    copied = await self._copy(ctx, account, located, boxes[destination])
-                    succeeded.append(str(copied["_id"]))
                 if isinstance(target, str):
-                    await self._remove_moved(located)
+                    moved = await self.mover.move(ctx, account, located, boxes[target])
+                    succeeded.append(str(moved["_id"]))
+                else:
+                    for destination in target:
+                        copied = await self.mover.copy(ctx, account, located, boxes[destination])
+                        succeeded.append(str(copied["_id"]))
             except errors.ApiError as problem:
                 failed.append((message_id, str(problem.data.get("cause", problem.message))))
             except StorageError as problem:
@@ -580,6 +604,16 @@ class MessageService(Service):
         if missing:
             raise errors.bad_identifier(missing[0][0])
         return [found[i] for i in dict.fromkeys(ids)]
+
+
+def _keyed_id(account: Account, box_id: str, key: str, modb: DbName) -> str:
+    seed = f"{account.id}\n{box_id}\n{key}".encode()
+    month = yyyymm(*modb.month) if modb.month else ""
+    return f"{month}-{hashlib.sha256(seed).hexdigest()[:32]}"
+
+
+def _month_start(year: int, month: int) -> int:
+    return gregorian.from_unix(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 def _month_at_or_after(modb: DbName, month: str, desc: bool) -> bool:

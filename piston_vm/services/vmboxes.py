@@ -170,7 +170,7 @@ class VmboxService(Service):
     async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
         await self.load(account, box_id)
         await MessageService(
-            self.stores, self.validator, self.settings, self.migrator
+            self.stores, self.validator, self.settings, self.migrator, self.repairs
         ).delete_all_of_box(ctx, account, box_id)
 
         async def attempt() -> SavedBox:

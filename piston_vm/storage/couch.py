@@ -12,8 +12,10 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -55,6 +57,20 @@ class DocConflict(StorageError):
 
 class DbExists(StorageError):
     pass
+
+
+class BodyIncomplete(StorageError):
+    """An attachment stream ended before (or after) the length it declared: nothing was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment of a multipart document write: its bytes arrive as `chunks`."""
+
+    name: str
+    content_type: str
+    length: int
+    chunks: AsyncIterator[bytes]
 
 
 def quote_db(db: str) -> str:
@@ -188,6 +204,80 @@ class CouchClient:
         doc["_rev"] = rev
         return rev
 
+    async def put_doc_with_attachments(
+        self, db: str, doc: JsonObject, attachments: Sequence[Attachment]
+    ) -> str:
+        """Save `doc` and its attachments in one atomic write; sets and returns the new `_rev`.
+
+        CouchDB's `multipart/related` document PUT: the JSON first, then each attachment's bytes,
+        streamed. The attachments listed replace every attachment the document had, so an audio
+        replace drops the old recording in the same revision. CouchDB stores the revision only
+        once the whole body has arrived: a client that dies mid-stream leaves nothing behind.
+        """
+        boundary = secrets.token_hex(16)
+        stubs = {a.name: {"follows": True, "content_type": a.content_type, "length": a.length}
+                 for a in attachments}
+        head = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n".encode()
+                + json.dumps({**doc, "_attachments": stubs}, separators=(",", ":")).encode())
+        part_head = f"\r\n--{boundary}\r\n\r\n".encode()
+        tail = f"\r\n--{boundary}--".encode()
+        total = len(head) + len(tail) + sum(len(part_head) + a.length for a in attachments)
+
+        # aiohttp reports a body that failed as a connection error; remember the real cause.
+        failures: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            for attachment in attachments:
+                yield part_head
+                try:
+                    async for chunk in _exactly(attachment.chunks, attachment.length):
+                        yield chunk
+                except Exception as exc:
+                    failures.append(exc)
+                    raise
+            yield tail
+
+        headers = {"Content-Type": f'multipart/related; boundary="{boundary}"',
+                   "Content-Length": str(total)}
+        try:
+            async with self.session.put(
+                self.doc_url(db, doc["_id"]), data=body(), headers=headers
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except Exception as exc:
+            if failures:
+                raise failures[0] from None
+            if not isinstance(exc, TimeoutError | aiohttp.ClientConnectionError):
+                raise
+            log.warning("CouchDB PUT %s unreachable: %r", doc["_id"], exc)
+            raise errors.datastore_unreachable() from exc
+        finally:
+            for attachment in attachments:
+                closer = getattr(attachment.chunks, "aclose", None)
+                if closer is not None:
+                    with suppress(Exception):
+                        await closer()
+        decoded: Any = json.loads(raw) if raw else None
+        if status >= 400:
+            raise self._error(status, decoded, db)
+        rev = str(decoded["rev"])
+        doc["_rev"] = rev
+        return rev
+
+    async def open_revs(self, db: str, doc_id: str) -> list[JsonObject]:
+        """Every leaf revision of a document, deleted ones (tombstones) included, with bodies."""
+        try:
+            _, result = await self.request(
+                "GET", self.doc_url(db, doc_id), params={"open_revs": "all"}, db=db)
+        except (DocNotFound, DbNotFound):
+            return []
+        if not isinstance(result, list):
+            return []
+        return [dict(entry["ok"]) for entry in result
+                if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)]
+
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
         await self.request("DELETE", self.doc_url(db, doc_id), params={"rev": rev}, db=db)
 
@@ -299,15 +389,24 @@ class CouchClient:
 
     @asynccontextmanager
     async def open_attachment(
-        self, db: str, doc_id: str, name: str, byte_range: tuple[int, int] | None = None
+        self,
+        db: str,
+        doc_id: str,
+        name: str,
+        byte_range: tuple[int, int] | None = None,
+        rev: str | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streaming response for one attachment (caller reads `.content` in chunks)."""
+        """A streaming response for one attachment (caller reads `.content` in chunks).
+
+        With `rev`, the bytes are those of that revision even if the document changed since.
+        """
         headers = {"Accept": "*/*"}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         try:
             async with self.session.get(
-                self.attachment_url(db, doc_id, name), headers=headers
+                self.attachment_url(db, doc_id, name), headers=headers,
+                params={"rev": rev} if rev else None,
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -351,3 +450,15 @@ class CouchClient:
         if status >= 400:
             raise self._error(status, decoded, db)
         return str(decoded["rev"])
+
+
+async def _exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """Pass `chunks` through, failing the write when they do not add up to `length` bytes."""
+    sent = 0
+    async for chunk in chunks:
+        sent += len(chunk)
+        if sent > length:
+            raise BodyIncomplete(f"attachment longer than its declared {length} bytes")
+        yield chunk
+    if sent != length:
+        raise BodyIncomplete(f"attachment ended after {sent} of {length} bytes")

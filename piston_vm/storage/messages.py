@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +14,7 @@ import aiohttp
 
 from piston_vm import gregorian
 from piston_vm.listing import Cursor
-from piston_vm.storage.couch import CouchClient, DbNotFound, DocNotFound
+from piston_vm.storage.couch import Attachment, CouchClient, DbNotFound, DocNotFound
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName, months_between
 
@@ -24,6 +24,7 @@ JsonObject = dict[str, Any]
 
 DESIGN = "mailbox_messages"
 COUNTS_DESIGN = "piston_vm_counts"
+MOVES_DESIGN = "piston_vm_moves"
 FOLDERS = ("new", "saved", "deleted")
 # Soft deletes go to CouchDB in batches of this many documents.
 BULK_BATCH_DOCS = 500
@@ -53,12 +54,59 @@ class MessageStore:
             await self.databases.ensure_modb(modb, create=True)
             await self.couch.put_doc(modb.unencoded, doc)
 
+    async def create_with_audio(
+        self, modb: DbName, doc: JsonObject, audio: Callable[[], list[Attachment]]
+    ) -> None:
+        """Save a new message and its audio in one write (creating its MODB when needed).
+
+        `audio` makes fresh streams of the attachments: a retry needs its own.
+        """
+        await self.databases.ensure_modb(modb, create=True)
+        try:
+            await self.couch.put_doc_with_attachments(modb.unencoded, doc, audio())
+        except DbNotFound:
+            # The MODB vanished since we cached it as ready: create it again, once.
+            self.databases.forget(modb)
+            await self.databases.ensure_modb(modb, create=True)
+            await self.couch.put_doc_with_attachments(modb.unencoded, doc, audio())
+
+    async def save_with_audio(
+        self, modb: DbName, doc: JsonObject, audio: list[Attachment]
+    ) -> str:
+        """Update a message and replace all its attachments with `audio`, in one revision."""
+        return await self.couch.put_doc_with_attachments(modb.unencoded, doc, audio)
+
+    async def tombstone(self, modb: DbName, tombstone: JsonObject) -> None:
+        """Hard-delete `tombstone["_id"]` at `tombstone["_rev"]`, keeping the given fields.
+
+        CouchDB keeps a deleted revision's body: the mark says where a moved message went.
+        Raises DocConflict when the message changed since that revision.
+        """
+        await self.couch.request(
+            "PUT", self.couch.doc_url(modb.unencoded, tombstone["_id"]),
+            body={**tombstone, "_deleted": True}, db=modb.unencoded)
+
+    async def leaves(self, modb: DbName, message_id: str) -> list[JsonObject]:
+        """The message's leaf revisions, tombstones with their bodies included."""
+        return await self.couch.open_revs(modb.unencoded, message_id)
+
+    async def pending_moves(self, modb: DbName) -> list[JsonObject]:
+        """Copies of moves that were not finished (see docs/integrity.md)."""
+        try:
+            result = await self.couch.view(
+                modb.unencoded, MOVES_DESIGN, "pending", {"include_docs": True})
+        except DbNotFound:
+            self.databases.forget(modb)
+            return []
+        return [dict(row["doc"]) for row in result.get("rows", [])
+                if isinstance(row.get("doc"), dict)]
+
     async def save(self, modb: DbName, doc: JsonObject) -> str:
         """Update; raises DocConflict when someone else saved first."""
         return await self.couch.put_doc(modb.unencoded, doc)
 
     async def remove(self, modb: DbName, message_id: str, rev: str) -> None:
-        """Hard delete: used only for the source of a completed move (D-16)."""
+        """Hard delete of a lost move's copy at `rev`; DocConflict if it changed since."""
         with suppress(DocNotFound, DbNotFound):
             await self.couch.delete_doc(modb.unencoded, message_id, rev)
 
@@ -100,20 +148,6 @@ class MessageStore:
             db.unencoded, doc_id, name, byte_range
         ) as response:
             yield response
-
-    async def put_audio(
-        self,
-        modb: DbName,
-        doc: JsonObject,
-        name: str,
-        content_type: str,
-        body: Any,
-        length: int,
-    ) -> None:
-        """Attach audio with a standalone PUT (never inline base64); updates doc["_rev"]."""
-        doc["_rev"] = await self.couch.put_attachment(
-            modb.unencoded, doc["_id"], doc["_rev"], name, content_type, body, length
-        )
 
     async def existing_modbs(
         self, account_db: DbName, first: tuple[int, int], last: tuple[int, int]
