@@ -30,6 +30,9 @@ DEFAULT_AUDIO_CONTENT_TYPE = "audio/mpeg"
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Characters a caller id must not bring into a quoted header value or a ZIP entry path.
+# Names of downloads and ZIP entries: what a file system takes (bytes of UTF-8).
+MAX_FILENAME_BYTES = 255
+MAX_EXTENSION_BYTES = 16
 _FILENAME_UNSAFE = re.compile(r'["\\/\x00-\x1f\x7f-\x9f]')
 # RFC 5987 attr-char, minus the alphanumerics `quote` keeps anyway.
 _ATTR_CHAR_PUNCTUATION = "!#$&+-.^_`|~"
@@ -172,7 +175,7 @@ def download_filename(
 
     A missing (or unrepresentable) timestamp uses the current time: the name stays well-formed.
     """
-    cid = _FILENAME_UNSAFE.sub("", caller_id_number or "") or "unknown"
+    cid = _safe_name_part(caller_id_number or "") or "unknown"
     moment = _local_time(timestamp_gregorian_s, _zone(timezone))
     stamp = (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}_"
@@ -180,8 +183,23 @@ def download_filename(
     )
     _, dot, ext = attachment_name.rpartition(".")
     # "a." has an empty extension: no dot either.
-    suffix = _FILENAME_UNSAFE.sub("", ext) if dot else ""
-    return f"{cid}_{stamp}.{suffix}" if suffix else f"{cid}_{stamp}"
+    suffix = _cap_utf8(_safe_name_part(ext), MAX_EXTENSION_BYTES) if dot else ""
+    tail = f"_{stamp}.{suffix}" if suffix else f"_{stamp}"
+    # File systems (and unzip) refuse names over 255 bytes: the caller id gives way.
+    return _cap_utf8(cid, MAX_FILENAME_BYTES - len(tail.encode())) + tail
+
+
+def _safe_name_part(value: str) -> str:
+    """NFKC first: fullwidth "．．／" must become "../" *before* the unsafe characters go, or an
+    ASCII fallback would bring them back."""
+    return _FILENAME_UNSAFE.sub("", unicodedata.normalize("NFKC", value)).strip(".")
+
+
+def _cap_utf8(value: str, max_bytes: int) -> str:
+    encoded = value.encode()
+    if len(encoded) <= max_bytes:
+        return value
+    return encoded[: max(max_bytes, 0)].decode("utf-8", "ignore")
 
 
 def _ascii_fallback(name: str) -> str:
@@ -197,8 +215,10 @@ def _ascii_fallback(name: str) -> str:
 
 def content_disposition(filename: str) -> str:
     """`attachment; filename="<name>"`, plus RFC 5987 `filename*` when plain ASCII can't say it."""
-    name = _CONTROL.sub("", filename)  # CR/LF would split the header
-    fallback = re.sub(r'["\\]', "_", _ascii_fallback(name))
+    # CR/LF would split the header; NFKC keeps look-alike separators from reappearing in the
+    # ASCII fallback below.
+    name = re.sub(r"[/\\]", "_", _CONTROL.sub("", unicodedata.normalize("NFKC", filename)))
+    fallback = re.sub(r'["\\/]', "_", _ascii_fallback(name))
     if fallback == name:
         return f'attachment; filename="{name}"'
     encoded = quote(name, safe=_ATTR_CHAR_PUNCTUATION)

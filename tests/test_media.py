@@ -190,7 +190,9 @@ def test_download_filename_without_a_usable_timestamp_uses_now(timestamp: int | 
             "filename*=UTF-8''%C3%9Cn%C3%AFc%C3%B8d%C3%A9%201.mp3",
         ),
         ("日本.mp3", "attachment; filename=\"__.mp3\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.mp3"),
-        ('a"b\\c.mp3', "attachment; filename=\"a_b_c.mp3\"; filename*=UTF-8''a%22b%5Cc.mp3"),
+        ('a"b\\c.mp3', "attachment; filename=\"a_b_c.mp3\"; filename*=UTF-8''a%22b_c.mp3"),
+        # Fullwidth look-alikes are folded before the separators are taken out.
+        ("\uff0e\uff0e\uff0fx.mp3", 'attachment; filename=".._x.mp3"'),
         ("a\r\nSet-Cookie: x.mp3", 'attachment; filename="aSet-Cookie: x.mp3"'),
     ],
 )
@@ -341,3 +343,18 @@ def test_zip_dos_times_are_clamped(tmp_path: Path) -> None:
         old, new = opened.infolist()
         assert old.date_time == (1980, 1, 1, 0, 0, 0)
         assert new.date_time == (2107, 12, 31, 23, 59, 58)
+
+
+def test_download_filename_folds_fullwidth_separators_before_removing_them() -> None:
+    name = media.download_filename("\uff0e\uff0e\uff0f\uff0e\uff0e\uff0fetc", 63_900_000_000, "UTC",
+                             "a.mp3")
+    assert name == "etc_2024-11-28_08-00-00.mp3"
+    assert "/" not in media.content_disposition(name)
+
+
+@pytest.mark.parametrize("cid", ["9" * 2000, "\u00e9" * 2000, "\U0001f4de" * 700])
+def test_generated_names_fit_in_255_bytes(cid: str) -> None:
+    name = media.download_filename(cid, 63_900_000_000, "UTC", "a.mp3")
+    assert len(name.encode()) <= 255
+    assert name.endswith("_2024-11-28_08-00-00.mp3")
+    name.encode().decode()  # still whole characters
