@@ -91,6 +91,15 @@ def method_not_allowed(allowed: list[str]) -> ApiError:
     )
 
 
+def document_too_large() -> ApiError:
+    """CouchDB refused a document for its size: the client's input was too big, not an outage."""
+    return ApiError(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "validation error",
+        {"document": {"maxSize": {"message": "the document is larger than the datastore accepts"}}},
+    )
+
+
 def datastore_conflict() -> ApiError:
     return ApiError(HTTPStatus.CONFLICT, "datastore_conflict", {"message": "conflicting documents"})
 

@@ -66,6 +66,9 @@ class Cursor:
             return cls(text)
 
 
+MAX_PAGE_SIZE = 10_000
+
+
 def paging(ctx: RequestContext, default_page_size: int) -> Paging:
     paginate_value = ctx.value("paginate")
     paginate = paginate_value is None or paginate_value is True or paginate_value == "true"
@@ -82,6 +85,10 @@ def paging(ctx: RequestContext, default_page_size: int) -> Paging:
             raise errors.faulty_request("invalid page size")
         if page_size < 1:
             raise errors.faulty_request("page size must be at least 1")
+        # A page never holds more than this: CouchDB refuses a `limit` past 64 bits (a client's
+        # value must not reach it as an outage), and larger pages only cost memory. The page
+        # still says where the next one starts.
+        page_size = min(page_size, MAX_PAGE_SIZE)
     raw_start = ctx.value("start_key")
     start_key = None if raw_start is None else str(raw_start)
     cursor = Cursor.decode(start_key) if start_key else None

@@ -374,6 +374,15 @@ function parseMultipartRelated(buf, contentType) {
   return doc;
 }
 
+// CouchDB's [couchdb] max_document_size (8 MB by default since 3.0): the JSON body
+// of a document, attachments not counted, is refused with 413 above that.
+const MAX_DOCUMENT_SIZE = 8000000;
+function jsonSizeWithoutAttachments(doc) {
+  const body = Object.assign({}, doc);
+  delete body._attachments;
+  return Buffer.byteLength(JSON.stringify(body), 'utf8');
+}
+
 // Splits the raw path into decoded segments; null when undecodable.
 function pathSegments(req) {
   try {
@@ -447,10 +456,49 @@ function safeEqual(a, b) {
   const hb = crypto.createHash('sha256').update(b).digest();
   return crypto.timingSafeEqual(ha, hb);
 }
+// Cookie login (POST /_session), as CouchDB's replicator uses it against its
+// targets: the session is a random token kept in memory for SESSION_TIMEOUT_MS
+// (CouchDB's [chttpd_auth] timeout default, 600 s), renewed on use.
+const SESSION_TIMEOUT_MS = 600 * 1000;
+const sessions = new Map();
+function sessionUser(req) {
+  const m = /(?:^|;\s*)AuthSession=([^;]+)/.exec(req.headers.cookie || '');
+  const session = m && sessions.get(m[1]);
+  if (!session || session.expires < Date.now()) return null;
+  session.expires = Date.now() + SESSION_TIMEOUT_MS;
+  return session.user;
+}
+app.post('/_session', express.urlencoded({ extended: false, limit: '64kb' }),
+  express.json({ limit: '64kb', type: ['application/json'] }), (req, res) => {
+    const body = req.body || {};
+    const name = typeof body.name === 'string' ? body.name : (typeof body.username === 'string' ? body.username : '');
+    const password = typeof body.password === 'string' ? body.password : '';
+    if (cli.admin && !(safeEqual(name, cli.admin.user) && safeEqual(password, cli.admin.password))) {
+      return sendJSON(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' });
+    }
+    const token = crypto.randomBytes(24).toString('hex');
+    sessions.set(token, { user: name, expires: Date.now() + SESSION_TIMEOUT_MS });
+    for (const [key, value] of sessions) if (value.expires < Date.now()) sessions.delete(key);
+    res.setHeader('Set-Cookie', 'AuthSession=' + token + '; Version=1; Path=/; HttpOnly; Max-Age=' +
+      (SESSION_TIMEOUT_MS / 1000));
+    sendJSON(res, 200, { ok: true, name: name || null, roles: ['_admin'] });
+  });
+app.delete('/_session', (req, res) => {
+  const m = /(?:^|;\s*)AuthSession=([^;]+)/.exec(req.headers.cookie || '');
+  if (m) sessions.delete(m[1]);
+  res.setHeader('Set-Cookie', 'AuthSession=; Version=1; Path=/; HttpOnly; Max-Age=0');
+  sendJSON(res, 200, { ok: true });
+});
+
 if (cli.admin) {
   app.use((req, res, next) => {
     const header = req.headers.authorization || '';
     const m = /^Basic\s+(\S+)\s*$/i.exec(header);
+    const cookieUser = !m && sessionUser(req);
+    if (cookieUser) {
+      req.devUser = cookieUser;
+      return next();
+    }
     if (!m) {
       return sendJSON(res, 401, { error: 'unauthorized', reason: 'Authentication required.' });
     }
@@ -528,10 +576,14 @@ app.post('/_replicate', express.json({ limit: '16mb' }), async (req, res) => {
       continuousReplications.delete(key);
       return sendJSON(res, 200, { ok: true });
     }
-    const [source, target] = await Promise.all([
-      replicationEndpoint(body.source, false, false),
-      replicationEndpoint(body.target, true, !!body.create_target),
-    ]);
+    // The source first: a replication whose source does not exist must not create its
+    // target (CouchDB answers db_not_found and leaves everything as it was).
+    const source = await replicationEndpoint(body.source, false, false);
+    await source.info().catch((err) => {
+      throw { status: 404, error: 'db_not_found', reason: 'could not open source: ' +
+        String((err && (err.reason || err.message)) || err) };
+    });
+    const target = await replicationEndpoint(body.target, true, !!body.create_target);
     const opts = {};
     for (const k of ['filter', 'query_params', 'doc_ids', 'selector', 'since_seq']) {
       if (body[k] !== undefined) opts[k === 'since_seq' ? 'since' : k] = body[k];
@@ -660,6 +712,9 @@ app.use(async (req, res, next) => {
       if (!doc || typeof doc !== 'object' || Array.isArray(doc)) {
         return sendJSON(res, 400, { error: 'bad_request', reason: 'Document must be a JSON object' });
       }
+      if (jsonSizeWithoutAttachments(doc) > MAX_DOCUMENT_SIZE) {
+        return sendJSON(res, 413, { error: 'document_too_large', reason: docId });
+      }
       // FIX 4: the id in the URL wins over the body's _id (CouchDB behaviour;
       // express-pouchdb did the opposite and silently wrote another doc).
       doc._id = docId;
@@ -742,6 +797,9 @@ function bulkDocError(doc) {
 app.post('/:db/_bulk_docs', express.json({ limit: MAX_BODY, type: () => true }), (req, res, next) => {
   const body = req.body;
   if (!body || typeof body !== 'object' || !Array.isArray(body.docs)) return next();
+  const tooLarge = body.docs.find((doc) => doc && typeof doc === 'object' &&
+    jsonSizeWithoutAttachments(doc) > MAX_DOCUMENT_SIZE);
+  if (tooLarge) return sendJSON(res, 413, { error: 'document_too_large', reason: String(tooLarge._id) });
   const newEdits = body.new_edits !== false;
   const plan = { newEdits, ids: [], errors: [] };
   const kept = [];

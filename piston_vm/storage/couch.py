@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import secrets
@@ -35,6 +36,7 @@ T = TypeVar("T")
 # read timeout is long and a liveness ping (see _watched) catches a server that is gone.
 VIEW_TIMEOUT_S = 600.0
 MAX_CONNECTIONS = 100
+LARGE_BODY_BYTES = 512 * 1024
 
 
 class StorageError(Exception):
@@ -156,7 +158,10 @@ class CouchClient:
         """One JSON request; returns (status, decoded body). Raises for >= 400."""
         kwargs: dict[str, Any] = {}
         if body is not None:
-            kwargs["data"] = json.dumps(body, separators=(",", ":"))
+            encoded = json.dumps(body, separators=(",", ":")).encode()
+            # aiohttp writes a bytes body in one go; a large one goes as a stream instead so
+            # the loop keeps serving other requests meanwhile.
+            kwargs["data"] = io.BytesIO(encoded) if len(encoded) > LARGE_BODY_BYTES else encoded
             kwargs["headers"] = {"Content-Type": "application/json"}
         try:
             async with self.session.request(
@@ -181,6 +186,8 @@ class CouchClient:
             return DocNotFound(reason)
         if status == HTTPStatus.CONFLICT:
             return DocConflict(reason)
+        if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+            return errors.document_too_large()
         if status == HTTPStatus.PRECONDITION_FAILED and error == "file_exists":
             return DbExists(db or "")
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
