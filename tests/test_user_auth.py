@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,7 +23,15 @@ from piston_vm.cli_users import add_users_parser, main_users
 from piston_vm.config import Settings
 from piston_vm.storage.stores import Stores
 from piston_vm.storage.users import UserStore, credential_hashes
-from piston_vm.throttle import LOGIN_THROTTLE, LoginThrottle, install_login_throttle, login_keys
+from piston_vm.throttle import (
+    LOGIN_THROTTLE,
+    MAX_ADDRESS_FAILURES,
+    MAX_FAILURES,
+    Limit,
+    LoginThrottle,
+    install_login_throttle,
+    login_keys,
+)
 from tests.conftest import MakeAccount, Tenant
 from tests.helpers import HEX32, Api, JsonObject, assert_error, assert_success
 
@@ -51,7 +59,7 @@ def make_api(aiohttp_client: ClientFactory, settings: Settings) -> MakeApi:
 @pytest.fixture
 async def api(make_api: MakeApi) -> Api:
     """Logins that are not about throttling must not trip it: a throttle that never blocks."""
-    return await make_api(LoginThrottle(max_failures=1_000_000))
+    return await make_api(LoginThrottle(limit_scale=10_000))
 
 
 @pytest.fixture
@@ -398,25 +406,47 @@ async def test_one_users_failures_do_not_lock_out_others(
         assert_success(resp, body, 201)
 
 
-async def test_per_address_limit_spans_identities_and_endpoints(
+async def test_failures_behind_one_address_block_only_that_tenant(
     throttled_api: Api, make_account: MakeAccount, stores: Stores
 ) -> None:
+    # Five bad logins for one tenant behind a NAT: that tenant's logins from there wait, and
+    # nobody else's do (another tenant, API keys, the same tenant elsewhere).
     tenant = await unique_account(make_account)
+    other = await unique_account(make_account)
     await make_user(stores, tenant, "alice", "pw")
+    await make_user(stores, other, "carol", "pw")
     name = tenant.account.name
-    # Five different guesses: no single identity reaches the limit, the address does.
-    for guess in range(4):
+    for guess in range(5):
         resp, body = await login(throttled_api, {"credentials": md5(f"alice:{guess}"),
                                                  "account_name": name})
         assert_invalid(resp, body)
-    resp, body = await throttled_api.call("PUT", "/v2/api_auth", data={"api_key": "0" * 64})
-    assert_error(resp, body, 401, "invalid_credentials")
     resp, body = await login(throttled_api, {"credentials": md5("alice:pw"), "account_name": name})
     assert_throttled(resp.status, body, resp.headers["Retry-After"])
+    resp, body = await login(throttled_api, {"credentials": md5("carol:pw"),
+                                             "account_name": other.account.name})
+    assert_success(resp, body, 201)
     resp, body = await throttled_api.call("PUT", "/v2/api_auth", data={"api_key": tenant.api_key})
-    assert_throttled(resp.status, body, resp.headers["Retry-After"])
+    assert_success(resp, body, 201)
     status, body = await login_from(throttled_api, OTHER_ADDRESS,
                                     {"credentials": md5("alice:pw"), "account_name": name})
+    assert status == 201, body
+
+
+async def test_the_address_limit_spans_tenants_and_endpoints(
+    make_api: MakeApi, make_account: MakeAccount, stores: Stores
+) -> None:
+    api = await make_api(LoginThrottle())
+    tenant = await unique_account(make_account)
+    await make_user(stores, tenant, "alice", "pw")
+    # A guessing run over many tenants and API keys: never five for one tenant, but the address
+    # reaches its limit and everything from it waits.
+    for n in range(MAX_ADDRESS_FAILURES // 2):
+        await login(api, {"credentials": md5("x:y"), "account_name": f"nobody {n}"})
+        await api.call("PUT", "/v2/api_auth", data={"api_key": f"{n:064x}"})
+    resp, body = await api.call("PUT", "/v2/api_auth", data={"api_key": tenant.api_key})
+    assert_throttled(resp.status, body, resp.headers["Retry-After"])
+    status, body = await login_from(api, OTHER_ADDRESS, {"credentials": md5("alice:pw"),
+                                                         "account_name": tenant.account.name})
     assert status == 201, body
 
 
@@ -460,15 +490,15 @@ class FakeClock:
         return self.now
 
 
-def fail(throttle: LoginThrottle, keys: tuple[bytes, ...]) -> None:
+def fail(throttle: LoginThrottle, keys: Sequence[Limit]) -> None:
     with pytest.raises(errors.ApiError), throttle.attempt(keys):
         raise errors.invalid_credentials()
 
 
 def test_throttle_window_slides() -> None:
     clock = FakeClock()
-    throttle = LoginThrottle(max_failures=3, window_s=10, clock=clock)
-    keys = login_keys("10.0.0.1", "user_auth", "acme", "hash")
+    throttle = LoginThrottle(window_s=10, clock=clock)
+    keys = [(b"one login", 3)]
     for step in range(3):
         fail(throttle, keys)
         clock.now += 2 if step < 2 else 1
@@ -487,8 +517,8 @@ def test_throttle_window_slides() -> None:
 
 
 def test_throttle_counts_attempts_in_flight() -> None:
-    throttle = LoginThrottle(max_failures=2, clock=FakeClock())
-    keys = login_keys("10.0.0.1", "x")
+    throttle = LoginThrottle(clock=FakeClock())
+    keys = [(b"one login", 2)]
     with ExitStack() as in_flight:
         # Two concurrent attempts hold the two slots; a third must wait for them to end.
         in_flight.enter_context(throttle.attempt(keys))
@@ -503,11 +533,21 @@ def test_throttle_memory_is_bounded() -> None:
     clock = FakeClock()
     throttle = LoginThrottle(max_keys=50, window_s=10, clock=clock)
     for address in range(200):
-        fail(throttle, login_keys(f"10.0.{address}.1", "same"))
+        fail(throttle, login_keys(f"10.0.{address}.1", ("user_auth", "acme"), "same"))
     assert len(throttle) <= 50
     clock.now += 11
-    fail(throttle, login_keys("10.9.9.9", "other"))
-    assert len(throttle) == 2  # every expired key is gone
+    fail(throttle, login_keys("10.9.9.9", (), "other"))
+    assert len(throttle) == 2  # every expired key is gone (an API key: identity + address)
+
+
+def test_a_tenants_failures_count_per_address_and_the_address_limit_is_high() -> None:
+    alice = login_keys("10.0.0.1", ("user_auth", "acme"), "guess")
+    other_tenant = login_keys("10.0.0.1", ("user_auth", "globex"), "right")
+    other_address = login_keys("10.0.0.2", ("user_auth", "acme"), "right")
+    assert alice[1] != other_tenant[1]
+    assert alice[1] != other_address[1]
+    assert alice[2] == other_tenant[2]  # the address key is shared by every tenant behind it
+    assert [limit for _, limit in alice] == [MAX_FAILURES, MAX_FAILURES, MAX_ADDRESS_FAILURES]
 
 
 def test_install_is_idempotent(settings: Settings) -> None:

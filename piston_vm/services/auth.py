@@ -86,13 +86,12 @@ class UserLogin:
             return False
         return _HASH_RE[self.method].fullmatch(self.credentials) is not None
 
-    def throttle_identity(self) -> tuple[str, ...]:
-        """What a failure counts against: the account identifiers and the hash (api.md 6.3)."""
+    def throttle_account(self) -> tuple[str, ...]:
+        """The tenant a failure counts against, as the request names it (docs/api.md 6.3)."""
         return (
             "user_auth",
             realm_key(self.realm) if self.realm else "",
             name_key(self.name) if self.name else "",
-            self.credentials,
         )
 
 
