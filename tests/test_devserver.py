@@ -468,3 +468,33 @@ def test_ensure_installed_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv(devserver.DEVSERVER_DIR_ENV, str(tmp_path))
     with pytest.raises(devserver.DevServerError, match="not found on PATH"):
         devserver.ensure_installed()
+
+
+async def test_cookie_login_authenticates_later_requests(server: devserver.DevServer) -> None:
+    # CouchDB's replicator logs in to its target with POST /_session before it writes.
+    async with aiohttp.ClientSession(base_url=server.url) as anonymous:
+        wrong = {"name": ADMIN[0], "password": "wrong"}
+        async with anonymous.post("/_session", data=wrong) as resp:
+            assert resp.status == 401
+        login = {"name": ADMIN[0], "password": ADMIN[1]}
+        async with anonymous.post("/_session", json=login) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await json_of(resp))["ok"] is True
+            cookie = resp.cookies["AuthSession"].value
+    async with aiohttp.ClientSession(base_url=server.url) as fresh:
+        async with fresh.get("/_all_dbs", headers={"Cookie": f"AuthSession={cookie}"}) as resp:
+            assert resp.status == 200
+        async with fresh.get("/_all_dbs", headers={"Cookie": "AuthSession=forged"}) as resp:
+            assert resp.status == 401
+        async with fresh.delete("/_session", headers={"Cookie": f"AuthSession={cookie}"}) as resp:
+            assert resp.status == 200
+        async with fresh.get("/_all_dbs", headers={"Cookie": f"AuthSession={cookie}"}) as resp:
+            assert resp.status == 401
+
+
+async def test_replicating_a_missing_source_creates_no_target(http: aiohttp.ClientSession) -> None:
+    body = {"source": "no-such-source-db", "target": "never-made-target", "create_target": True}
+    async with http.post("/_replicate", json=body) as resp:
+        assert resp.status == 404, await resp.text()
+    async with http.get("/never-made-target") as resp:
+        assert resp.status == 404
