@@ -498,3 +498,22 @@ async def test_replicating_a_missing_source_creates_no_target(http: aiohttp.Clie
         assert resp.status == 404, await resp.text()
     async with http.get("/never-made-target") as resp:
         assert resp.status == 404
+
+
+async def test_a_replicated_document_put_answers_like_couchdb(http: aiohttp.ClientSession) -> None:
+    # CouchDB's replicator writes documents with attachments as PUT ?new_edits=false and
+    # crashes (open_doc_revs_failed) unless the answer names the id and revision.
+    await create_db(http, "/replicated")
+    boundary = "b0undary"
+    doc = {"_id": "d", "_rev": "1-0c47428c588a2de016cf7709b230c2aa",
+           "_revisions": {"start": 1, "ids": ["0c47428c588a2de016cf7709b230c2aa"]},
+           "_attachments": {"a.mp3": {"follows": True, "content_type": "audio/mpeg",
+                                      "length": 3, "revpos": 1}}}
+    body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{json.dumps(doc)}\r\n"
+            f"--{boundary}\r\n\r\nabc\r\n--{boundary}--").encode()
+    headers = {"Content-Type": f'multipart/related; boundary="{boundary}"'}
+    async with http.put("/replicated/d?new_edits=false", data=body, headers=headers) as resp:
+        assert resp.status == 201
+        assert await json_of(resp) == {"ok": True, "id": "d", "rev": doc["_rev"]}
+    async with http.get("/replicated/d/a.mp3") as resp:
+        assert await resp.read() == b"abc"

@@ -224,6 +224,12 @@ function sendJSON(res, status, body) {
       typeof body._rev === 'string') {
     res.setHeader('ETag', '"' + body._rev + '"');
   }
+  // A replicated document (PUT /db/doc?new_edits=false, as CouchDB's replicator writes
+  // every document that has attachments): PouchDB answers its bulk result `[]`, CouchDB
+  // {"ok", "id", "rev"} -- and the replicator crashes on anything else.
+  if (req && req.devReplicatedDoc && status === 201 && Array.isArray(body)) {
+    body = Object.assign({ ok: true }, req.devReplicatedDoc);
+  }
   if (res.devBulk && status === 201 && Array.isArray(body)) {
     body = mergeBulkResults(body, res.devBulk);
   }
@@ -718,6 +724,9 @@ app.use(async (req, res, next) => {
       // FIX 4: the id in the URL wins over the body's _id (CouchDB behaviour;
       // express-pouchdb did the opposite and silently wrote another doc).
       doc._id = docId;
+      if (req.query.new_edits === 'false' && typeof doc._rev === 'string') {
+        req.devReplicatedDoc = { id: docId, rev: doc._rev };
+      }
       req.body = doc;
       req._body = true; // tells body-parser in express-pouchdb it is parsed
       req.headers['content-type'] = 'application/json';
