@@ -39,10 +39,11 @@ from tests.test_message_support import (
 JsonObject = dict[str, Any]
 
 ROUNDS = int(os.environ.get("PISTON_VM_RACE_ROUNDS", "2"))
-OPERATIONS = ("move", "copy", "folder", "delete", "replace", "bulk_move", "bulk_delete",
-              "bulk_folder")
+OPERATIONS = ("move", "copy", "folder", "delete", "replace", "bulk_move", "bulk_copy",
+              "bulk_delete", "bulk_folder")
 PAIRS = list(itertools.combinations_with_replacement(OPERATIONS, 2))
 MOVES = ("move", "bulk_move")
+COPIES = ("copy", "bulk_copy")
 DELETES = ("delete", "bulk_delete")
 # Statuses a race may answer: the winner's success, the losers' conflict or not-found.
 ALLOWED = {200, 201, 404, 409}
@@ -139,6 +140,9 @@ async def fire(api: Api, tenant: Tenant, boxes: Boxes, message_id: str, op: str,
     elif op == "bulk_move":
         resp, body = await api.call("POST", bulk, token, {
             "messages": [message_id], "source_id": boxes.move_to[index]})
+    elif op == "bulk_copy":
+        resp, body = await api.call("POST", bulk, token, {
+            "messages": [message_id], "source_id": [boxes.copy_to]})
     elif op == "bulk_delete":
         resp, body = await api.call("DELETE", bulk, token, {"messages": [message_id]})
     else:
@@ -184,7 +188,7 @@ def judge(outcomes: list[Outcome], found: list[Stored], boxes: Boxes, original_s
                             f"acknowledged")
     if len(copies) > 1:
         problems.append(f"{where}: {len(copies)} copies in the copy box")
-    if any(o.op == "copy" for o in acked) and not copies and not deleted:
+    if any(o.op in COPIES for o in acked) and not copies:
         problems.append(f"{where}: a copy succeeded but the copy box is empty")
     leftovers = [s for s in found if s.pending]
     if leftovers:
