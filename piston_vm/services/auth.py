@@ -87,7 +87,7 @@ class UserLogin:
         return _HASH_RE[self.method].fullmatch(self.credentials) is not None
 
     def throttle_account(self) -> tuple[str, ...]:
-        """The tenant a failure counts against, as the request names it (docs/api.md 6.3)."""
+        """The tenant a failure counts against, as the request names it (realm or name)."""
         return (
             "user_auth",
             realm_key(self.realm) if self.realm else "",
