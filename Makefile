@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit install devserver bench bench-smoke clean
+.PHONY: run test lint imports typecheck unit install devserver bench bench-smoke clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP) devserver
 
 devserver: $(STAMP)
-	$(BIN)/python -c 'from piston_vm.devserver import ensure_installed; ensure_installed()'
+	$(BIN)/python -c 'from piston_vm.storage.devserver import ensure_installed; ensure_installed()'
 
 run: install
 	$(BIN)/piston-vm serve
@@ -24,13 +24,17 @@ run: install
 lint: $(STAMP)
 	$(BIN)/ruff check piston_vm tests bench
 
+# The layer contract of setup.cfg [importlinter] (docs/architecture.md).
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: install
 	$(BIN)/python -m pytest
 
-test: install lint typecheck unit
+test: install lint imports typecheck unit
 
 clean:
 	rm -rf $(VENV) couchdb/devserver/node_modules var

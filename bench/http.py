@@ -16,7 +16,7 @@ from yarl import URL
 
 from bench.procs import BenchError
 from bench.stats import Round
-from piston_vm.config import CouchEndpoint
+from piston_vm.core.config import CouchEndpoint
 
 JsonObject = dict[str, Any]
 Call = Callable[[], Awaitable[object]]

@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from piston_vm import devserver, gregorian
-from piston_vm.cli_migrate import run_migrate
-from piston_vm.config import CouchEndpoint, Settings
+from piston_vm.cli.migrate import run_migrate
+from piston_vm.core import gregorian
+from piston_vm.core.config import CouchEndpoint, Settings
 from piston_vm.services.audio import AudioService
 from piston_vm.services.message_docs import Located
+from piston_vm.storage import devserver
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 

@@ -44,8 +44,9 @@ from bench.http import (
 from bench.procs import BenchError, Service, create_account, free_port, start_service, stop_service
 from bench.seed import BOX_ZONE, DESIGN, Box, MessageFactory, Seeder, months_in_window
 from bench.stats import rate_summary, ratio_summary, summarize
-from piston_vm import devserver, gregorian
-from piston_vm.config import CouchEndpoint, Settings
+from piston_vm.core import gregorian
+from piston_vm.core.config import CouchEndpoint, Settings
+from piston_vm.storage import devserver
 from piston_vm.storage.names import DbName
 
 log = logging.getLogger("bench")

@@ -18,8 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench.http import Couch
-from piston_vm import gregorian
-from piston_vm.config import DEFAULT_COUCHDB_DIR
+from piston_vm.core import gregorian
+from piston_vm.core.config import DEFAULT_COUCHDB_DIR
 from piston_vm.storage.names import DbName
 
 log = logging.getLogger(__name__)

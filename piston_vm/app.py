@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from piston_vm.api.routes import ENDPOINTS
-from piston_vm.config import Settings
-from piston_vm.health import healthz
-from piston_vm.keys import MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
-from piston_vm.middlewares import add_common_headers, error_middleware, pipeline_middleware
-from piston_vm.routing import register
+from piston_vm.core.config import Settings
+from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
-from piston_vm.throttle import install_login_throttle
-from piston_vm.validation import SchemaValidator
+from piston_vm.web.health import healthz
+from piston_vm.web.keys import MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.web.middlewares import add_common_headers, error_middleware, pipeline_middleware
+from piston_vm.web.routing import register
+from piston_vm.web.throttle import install_login_throttle
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from piston_vm import devserver, tokens
 from piston_vm.app import create_app
-from piston_vm.config import CouchEndpoint, Settings
+from piston_vm.core import tokens
+from piston_vm.core.config import CouchEndpoint, Settings
+from piston_vm.storage import devserver
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores

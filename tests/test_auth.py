@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from piston_vm import tokens
+from piston_vm.core import tokens
 from piston_vm.storage.stores import Stores
 from tests.conftest import TEST_TOKEN_SECRET, MakeAccount, Tenant
 from tests.helpers import Api, assert_error, assert_success

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piston_vm import gregorian
+from piston_vm.core import gregorian
 from tests.conftest import Tenant
 from tests.helpers import Api, assert_success
 from tests.test_message_support import create_box, create_message, last_month, this_month

@@ -1,4 +1,4 @@
-"""The bundled CouchDB-protocol dev server, exercised through HTTP via piston_vm.devserver."""
+"""The bundled CouchDB-protocol dev server, exercised through HTTP (piston_vm.storage.devserver)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from piston_vm import devserver
+from piston_vm.storage import devserver
 
 ADMIN = ("admin", "s3cret:pw")
 SLASH_DB = "account/3a/63/rest"
@@ -432,7 +432,7 @@ async def test_startup_failure_reports_stderr() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_run_foreground_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     code = (
-        "import sys; from pathlib import Path; from piston_vm import devserver; "
+        "import sys; from pathlib import Path; from piston_vm.storage import devserver; "
         "sys.exit(devserver.run_foreground(host='127.0.0.1', port=0, "
         f"data_dir=Path({str(tmp_path)!r}), in_memory=False, admin=('a', 'b')))"
     )

@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import ClientResponse
 
-from piston_vm import tokens
-from piston_vm.config import CouchEndpoint, Settings
-from piston_vm.devserver import DevServer, start_devserver
+from piston_vm.core import tokens
+from piston_vm.core.config import CouchEndpoint, Settings
 from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.devserver import DevServer, start_devserver
 from piston_vm.storage.stores import Stores
 from tests.conftest import TEST_TOKEN_SECRET, AppFactory, Tenant
 from tests.helpers import Api, assert_error, assert_success

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from piston_vm.config import Settings
+from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from tests.conftest import AppFactory, Tenant
 from tests.helpers import Api, assert_success

@@ -20,9 +20,9 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from piston_vm import tokens
 from piston_vm.app import create_app
-from piston_vm.config import Settings
+from piston_vm.core import tokens
+from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from tests.conftest import TEST_TOKEN_SECRET, Tenant
 from tests.helpers import Api, assert_error, assert_success

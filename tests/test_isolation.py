@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import ClientResponse, web
 
-from piston_vm import tokens
 from piston_vm.api.routes import ENDPOINTS as ENDPOINT_ROWS
-from piston_vm.routing import ENDPOINTS as ENDPOINT_TABLE
+from piston_vm.core import tokens
 from piston_vm.storage.stores import Stores
+from piston_vm.web.routing import ENDPOINTS as ENDPOINT_TABLE
 from tests.conftest import MakeAccount, Tenant
 from tests.helpers import Api, assert_error
 from tests.test_message_support import (

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from piston_vm.config import Settings
+from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from tests.conftest import TEST_TOKEN_SECRET, MakeAccount, Tenant
 from tests.test_message_support import json_part, messages_path, raw_path

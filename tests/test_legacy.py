@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from piston_vm import errors, gregorian
-from piston_vm.cli_migrate import MigrateError, ProgressBar, run_migrate
-from piston_vm.config import CouchEndpoint, Settings
+from piston_vm.cli.migrate import MigrateError, ProgressBar, run_migrate
+from piston_vm.core import errors, gregorian
+from piston_vm.core.config import CouchEndpoint, Settings
 from piston_vm.services.audio import AudioService
 from piston_vm.services.legacy import (
     LegacyMigrator,
@@ -799,7 +799,7 @@ def _url(endpoint: CouchEndpoint) -> str:
 # The command as the lead's __main__ wires it: add_migrate_parser + main_migrate.
 _COMMAND = (
     "import argparse, sys\n"
-    "from piston_vm.cli_migrate import add_migrate_parser, main_migrate\n"
+    "from piston_vm.cli.migrate import add_migrate_parser, main_migrate\n"
     "parser = argparse.ArgumentParser(prog='piston-vm')\n"
     "add_migrate_parser(parser.add_subparsers(dest='command', required=True))\n"
     "sys.exit(main_migrate(parser.parse_args(sys.argv[1:])))\n"

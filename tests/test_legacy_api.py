@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from piston_vm import gregorian
+from piston_vm.core import gregorian
 from piston_vm.storage.stores import Stores
 from tests.conftest import Tenant
 from tests.helpers import Api, assert_error, assert_success

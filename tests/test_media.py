@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from piston_vm import errors, media
-from piston_vm.media import RangeAnswer
+from piston_vm.core import errors, media
+from piston_vm.core.media import RangeAnswer
 
 LA_TIMESTAMP = 63630058722  # 2016-05-09 17:18:42 in America/Los_Angeles, 2016-05-10 00:18:42 UTC
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import ClientResponse
 
-from piston_vm import gregorian
+from piston_vm.core import gregorian
 from piston_vm.storage.stores import Stores
 from tests.conftest import Tenant
 from tests.helpers import Api, assert_success

@@ -40,15 +40,15 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30
 
 from piston_vm.api.routes import ENDPOINTS as ROUTES
 from piston_vm.app import create_app
-from piston_vm.config import DEFAULT_SCHEMAS_DIR, Settings
-from piston_vm.openapi import (
+from piston_vm.core.config import DEFAULT_SCHEMAS_DIR, Settings
+from piston_vm.web.openapi import (
     OPENAPI_FILE,
     build_openapi,
     load_json_schemas,
     openapi_path,
     render,
 )
-from piston_vm.routing import ENDPOINTS
+from piston_vm.web.routing import ENDPOINTS
 from tests.conftest import MakeAccount, Tenant
 from tests.helpers import Api, assert_json
 
@@ -87,7 +87,8 @@ def kept_document() -> JsonObject:
 def test_kept_file_is_the_freshly_built_document() -> None:
     expected = render(build_openapi(DEFAULT_SCHEMAS_DIR, ROUTES))
     assert KEPT_FILE.read_text() == expected, (
-        "schemas/openapi.json is stale: run `python -m piston_vm.openapi > schemas/openapi.json`")
+        "schemas/openapi.json is stale: "
+        "run `piston-vm openapi > schemas/openapi.json`")
 
 
 def test_document_is_valid_openapi_3_0() -> None:

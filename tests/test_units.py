@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from piston_vm import gregorian, tokens
-from piston_vm.listing import Cursor, build_filters, passes
+from piston_vm.core import gregorian, tokens
+from piston_vm.core.listing import Cursor, build_filters, passes
+from piston_vm.core.validation import SchemaValidator, field_path
 from piston_vm.storage.names import DbName, message_month, months_between, previous_month
-from piston_vm.validation import SchemaValidator, field_path
 
 RAW = "4fbd1b3c0a6e11e8a1b2c3d4e5f60718"
 UNENCODED = "account/4f/bd/1b3c0a6e11e8a1b2c3d4e5f60718"

@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from piston_vm.errors import ApiError
-from piston_vm.middlewares import parse_envelope
-from piston_vm.uploads import MEMORY_SPOOL_BYTES, OCTET_STREAM, read_upload
+from piston_vm.core.errors import ApiError
+from piston_vm.web.middlewares import parse_envelope
+from piston_vm.web.uploads import MEMORY_SPOOL_BYTES, OCTET_STREAM, read_upload
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

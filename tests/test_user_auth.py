@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from piston_vm import errors
 from piston_vm.app import create_app
-from piston_vm.cli_users import add_users_parser, main_users
-from piston_vm.config import Settings
+from piston_vm.cli.users import add_users_parser, main_users
+from piston_vm.core import errors
+from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from piston_vm.storage.users import UserStore, credential_hashes
-from piston_vm.throttle import (
+from piston_vm.web.throttle import (
     LOGIN_THROTTLE,
     MAX_ADDRESS_FAILURES,
     MAX_FAILURES,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from piston_vm.keys import CONTEXT
+from piston_vm.core.call import Call
 from piston_vm.storage.accounts import Account
+from piston_vm.web.keys import CONTEXT
 
 
 def account_of(request: web.Request) -> Account:
@@ -14,3 +15,8 @@ def account_of(request: web.Request) -> Account:
     if account is None:
         raise RuntimeError("account route reached its handler without the gate")
     return account
+
+
+def call_of(request: web.Request) -> Call:
+    """What the use case gets of this request (its body already read)."""
+    return request[CONTEXT].call()

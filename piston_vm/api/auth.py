@@ -6,10 +6,10 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from piston_vm import envelope
-from piston_vm.keys import CONTEXT, SETTINGS, STORES
 from piston_vm.services.auth import login_with_api_key, login_with_credentials, parse_user_login
-from piston_vm.throttle import LOGIN_THROTTLE, login_keys
+from piston_vm.web import envelope
+from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
+from piston_vm.web.throttle import LOGIN_THROTTLE, login_keys
 
 
 async def user_auth(request: web.Request) -> web.StreamResponse:

@@ -8,24 +8,25 @@ from typing import Any
 
 from aiohttp import web
 
-from piston_vm import envelope, errors, gregorian
-from piston_vm.api import account_of
-from piston_vm.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
-from piston_vm.media import attachment_name, content_disposition, download_filename, unique_names
-from piston_vm.middlewares import parse_envelope
-from piston_vm.routing import FORM_TYPE, JSON_TYPES, request_mime
-from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import (
-    NO_AUDIO_CAUSE,
-    AudioInput,
-    AudioService,
-    ZipEntry,
-    zip_response,
+from piston_vm.api import account_of, call_of
+from piston_vm.core import errors, gregorian
+from piston_vm.core.media import (
+    attachment_name,
+    content_disposition,
+    download_filename,
+    unique_names,
 )
+from piston_vm.services import message_docs as docs
+from piston_vm.services.audio import NO_AUDIO_CAUSE, AudioInput, AudioService
 from piston_vm.services.messages import MessageService, message_ids
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
-from piston_vm.uploads import Upload, UploadedFile, read_upload
+from piston_vm.web import envelope
+from piston_vm.web.audio import ZipEntry, audio_response, zip_response
+from piston_vm.web.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.web.middlewares import parse_envelope
+from piston_vm.web.routing import FORM_TYPE, JSON_TYPES, request_mime
+from piston_vm.web.uploads import Upload, UploadedFile, read_upload
 
 
 def _service(request: web.Request) -> MessageService:
@@ -68,13 +69,13 @@ def _single_file(files: list[UploadedFile], required: bool) -> UploadedFile | No
 
 
 async def list_account_messages(request: web.Request) -> web.StreamResponse:
-    page = await _service(request).listing(request[CONTEXT], account_of(request), None)
+    page = await _service(request).listing(call_of(request), account_of(request), None)
     return _list_response(request, page.rows, page)
 
 
 async def list_box_messages(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    page = await _service(request).listing(request[CONTEXT], account_of(request), box_id)
+    page = await _service(request).listing(call_of(request), account_of(request), box_id)
     return _list_response(request, page.rows, page)
 
 
@@ -92,7 +93,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     try:
         audio_file = _single_file(upload.files, required=False)
         audio = _audio_input(ctx.value("filename"), audio_file) if audio_file else None
-        doc = await service.create(ctx, account, box, audio,
+        doc = await service.create(ctx.call(), account, box, audio,
                                    request.headers.get("Idempotency-Key"))
     finally:
         upload.discard()
@@ -112,13 +113,13 @@ def _filename(value: Any) -> str | None:
 
 async def bulk_change(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    result = await _service(request).bulk_change(request[CONTEXT], account_of(request), box_id)
+    result = await _service(request).bulk_change(call_of(request), account_of(request), box_id)
     return envelope.success(request, result)
 
 
 async def bulk_delete(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
-    result = await _service(request).bulk_delete(request[CONTEXT], account_of(request), box_id)
+    result = await _service(request).bulk_delete(call_of(request), account_of(request), box_id)
     return envelope.success(request, result)
 
 
@@ -131,13 +132,13 @@ async def get_message(request: web.Request) -> web.StreamResponse:
 async def change_message(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
     data, _ = await _service(request).change(
-        request[CONTEXT], account_of(request), box_id, message_id)
+        call_of(request), account_of(request), box_id, message_id)
     return envelope.success(request, data)
 
 
 async def delete_message(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
-    data = await _service(request).delete(request[CONTEXT], account_of(request), box_id, message_id)
+    data = await _service(request).delete(call_of(request), account_of(request), box_id, message_id)
     return envelope.success(request, data)
 
 
@@ -159,7 +160,7 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     if source is None:
         raise errors.bad_identifier(NO_AUDIO_CAUSE)
     filename = await _download_name(request, account, box, found.doc, source.label)
-    return await audio.respond(request, source, content_disposition(filename))
+    return await audio_response(request, audio, source, content_disposition(filename))
 
 
 async def _download_name(
@@ -186,7 +187,7 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
         audio_file = _single_file(upload.files, required=True)
         assert audio_file is not None
         doc = await AudioService(service.stores).replace(
-            ctx, found, _audio_input(ctx.value("filename"), audio_file))
+            ctx.call(), found, _audio_input(ctx.value("filename"), audio_file))
     finally:
         upload.discard()
     return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,

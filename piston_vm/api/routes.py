@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from piston_vm.api import auth, messages, vmboxes
-from piston_vm.openapi import openapi_document
-from piston_vm.routing import BodyKind, Endpoint
+from piston_vm.web.openapi import openapi_document
+from piston_vm.web.routing import BodyKind, Endpoint
 
 ACCOUNT = "/v2/accounts/{account_id:[^/]*}"
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from piston_vm import envelope
-from piston_vm.api import account_of
-from piston_vm.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.api import account_of, call_of
 from piston_vm.services.vmboxes import LEGACY_MESSAGE, SavedBox, VmboxService
+from piston_vm.web import envelope
+from piston_vm.web.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
 
 NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address replaced"
 
@@ -39,14 +39,14 @@ def _box_response(
 
 async def list_boxes(request: web.Request) -> web.StreamResponse:
     rows, next_cursor, start_key, paginated = await _service(request).listing(
-        request[CONTEXT], account_of(request)
+        call_of(request), account_of(request)
     )
     page = envelope.Page(start_key, next_cursor.encode() if next_cursor else None)
     return envelope.success(request, rows, page=page if paginated else None)
 
 
 async def create_box(request: web.Request) -> web.StreamResponse:
-    saved = await _service(request).create(request[CONTEXT], account_of(request))
+    saved = await _service(request).create(call_of(request), account_of(request))
     return _box_response(request, saved, HTTPStatus.CREATED)
 
 
@@ -57,21 +57,21 @@ async def get_box(request: web.Request) -> web.StreamResponse:
 
 async def replace_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).replace(
-        request[CONTEXT], account_of(request), request.match_info["box_id"]
+        call_of(request), account_of(request), request.match_info["box_id"]
     )
     return _box_response(request, saved)
 
 
 async def patch_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).patch(
-        request[CONTEXT], account_of(request), request.match_info["box_id"]
+        call_of(request), account_of(request), request.match_info["box_id"]
     )
     return _box_response(request, saved)
 
 
 async def delete_box(request: web.Request) -> web.StreamResponse:
     saved = await _service(request).delete(
-        request[CONTEXT], account_of(request), request.match_info["box_id"]
+        call_of(request), account_of(request), request.match_info["box_id"]
     )
     response = _box_response(request, SavedBox(saved.doc, False),
                              extra={"_read_only": {"deleted": True}})

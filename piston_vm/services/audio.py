@@ -8,12 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
-
-from piston_vm import errors, gregorian
-from piston_vm.context import RequestContext
-from piston_vm.docs import stamp_auth
-from piston_vm.media import ZipStream, answer_range, content_disposition
+from piston_vm.core import errors, gregorian
+from piston_vm.core.call import Call
+from piston_vm.core.documents import stamp_auth
 from piston_vm.services import message_docs as docs
 from piston_vm.services.message_docs import Located
 from piston_vm.storage.couch import Attachment, DbNotFound, DocConflict, DocNotFound
@@ -142,34 +139,8 @@ class AudioService:
                 remaining -= len(chunk)
                 yield chunk
 
-    async def respond(
-        self, request: web.Request, source: AudioSource, filename_header: str
-    ) -> web.StreamResponse:
-        """Stream the audio with the platform's headers and Range table (api.md 9.16)."""
-        answer = answer_range(request.headers.get("Range"), source.length)
-        response = web.StreamResponse(status=answer.status)
-        response.headers["Content-Type"] = source.content_type
-        response.headers["Content-Disposition"] = filename_header
-        response.headers["Accept-Ranges"] = "bytes"
-        response.content_length = max(answer.end - answer.start + 1, 0)
-        if answer.content_range is not None:
-            response.headers["Content-Range"] = answer.content_range
-        # Bytes come from CouchDB only once the headers are decided: a failure before this
-        # point is still a JSON error, after it the connection is cut (nothing else is honest).
-        chunks = self.chunks(source, answer.start, answer.end)
-        first = await anext(chunks, b"")
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
-        if first:
-            await response.write(first)
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-
     async def replace(
-        self, ctx: RequestContext, located: Located, audio: AudioInput
+        self, call: Call, located: Located, audio: AudioInput
     ) -> JsonObject:
         """Swap the message's audio in one write: the new recording in, every old one out.
 
@@ -184,7 +155,7 @@ class AudioService:
             if updated.get("media_filename") not in (None, audio.name):
                 updated.pop("media_filename")
             updated["pvt_modified"] = gregorian.now()
-            stamp_auth(updated, ctx)
+            stamp_auth(updated, call)
             if isinstance(updated.get("name"), str):
                 docs.set_name(updated, updated["name"])
             try:
@@ -216,38 +187,3 @@ class AudioService:
     def copy_attachment(self, audio: AudioSource) -> Attachment:
         """The source's audio as an attachment of a copy, streamed from the revision read."""
         return Attachment(audio.label, audio.content_type, audio.length, self.chunks(audio))
-
-
-@dataclass(frozen=True, slots=True)
-class ZipEntry:
-    name: str
-    source: AudioSource
-    modified_gregorian_s: int
-
-
-async def zip_response(
-    request: web.Request, audio: AudioService, entries: list[ZipEntry], filename: str
-) -> web.StreamResponse:
-    """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (D-5, P-14)."""
-    response = web.StreamResponse(status=200)
-    response.headers["Content-Type"] = "application/zip"
-    response.headers["Content-Disposition"] = content_disposition(filename)
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    archive = ZipStream()
-    try:
-        for entry in entries:
-            modified = gregorian.to_datetime(entry.modified_gregorian_s)
-            await response.write(archive.start_entry(entry.name, entry.source.length, modified))
-            async for chunk in audio.chunks(entry.source):
-                await response.write(archive.write(chunk))
-            await response.write(archive.end_entry())
-        await response.write(archive.finish())
-    except errors.ApiError as error:
-        # Headers are gone: the only honest signal left is a broken download.
-        log.error("ZIP stream aborted after it started: %s %s", error.message, error.data)
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    return response

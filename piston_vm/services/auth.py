@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from piston_vm import errors, tokens
-from piston_vm.config import Settings
+from piston_vm.core import errors, tokens
+from piston_vm.core.config import Settings
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.stores import Stores
 from piston_vm.storage.users import HashMethod, UserStore, name_key, realm_key

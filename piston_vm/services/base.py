@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from piston_vm import errors
-from piston_vm.config import Settings
+from piston_vm.core import errors
+from piston_vm.core.config import Settings
+from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.moves import Mover, RepairSchedule
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import is_box_id
 from piston_vm.storage.stores import Stores
-from piston_vm.validation import SchemaValidator
 
 JsonObject = dict[str, Any]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from piston_vm import errors, gregorian
-from piston_vm.config import Settings
-from piston_vm.media import content_type_for_extension
+from piston_vm.core import errors, gregorian
+from piston_vm.core.config import Settings
+from piston_vm.core.media import content_type_for_extension
 from piston_vm.services import message_docs as docs
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account

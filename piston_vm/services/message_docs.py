@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from piston_vm.docs import alphanum_name, copy_transcription, is_private
+from piston_vm.core.documents import alphanum_name, copy_transcription, is_private
 from piston_vm.services.timezones import local_time
 from piston_vm.storage.names import DbName, yyyymm
 

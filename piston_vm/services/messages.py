@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from piston_vm import errors, gregorian
-from piston_vm.context import RequestContext
-from piston_vm.docs import copy_transcription, mark_deleted, stamp_auth
-from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.core import errors, gregorian
+from piston_vm.core.call import Call
+from piston_vm.core.documents import copy_transcription, mark_deleted, stamp_auth
+from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioInput
 from piston_vm.services.base import Service
@@ -201,7 +201,7 @@ class MessageService(Service):
         return cleaned
 
     async def build_new(
-        self, ctx: RequestContext, account: Account, box: JsonObject, fields: JsonObject
+        self, call: Call, account: Account, box: JsonObject, fields: JsonObject
     ) -> tuple[DbName, JsonObject]:
         """The document of an API create (storage.md 5.1–5.5, api.md 9.9)."""
         now = gregorian.now()
@@ -246,13 +246,13 @@ class MessageService(Service):
             "pvt_node": self.settings.node_name,
         }
         docs.set_name(doc, docs.message_name(box.get("mailbox"), time, zone_name))
-        stamp_auth(doc, ctx)
+        stamp_auth(doc, call)
         doc["pvt_document_hash"] = docs.document_hash(doc)
         return modb, doc
 
     async def create(
         self,
-        ctx: RequestContext,
+        call: Call,
         account: Account,
         box: JsonObject,
         audio: AudioInput | None,
@@ -260,8 +260,8 @@ class MessageService(Service):
     ) -> JsonObject:
         """A new message, with its audio when given, in one CouchDB write: a crash at any
         moment leaves no message or a whole one (docs/integrity.md, "Creates")."""
-        fields = self.validate_metadata(ctx.data)
-        modb, doc = await self.build_new(ctx, account, box, fields)
+        fields = self.validate_metadata(call.data)
+        modb, doc = await self.build_new(call, account, box, fields)
         if idempotency_key is not None:
             earlier = await self._earlier_create(account, box, idempotency_key, modb, doc)
             if earlier is not None:
@@ -326,28 +326,28 @@ class MessageService(Service):
                 "cause": cutoff})
 
     async def change(
-        self, ctx: RequestContext, account: Account, box_id: str, message_id: str
+        self, call: Call, account: Account, box_id: str, message_id: str
     ) -> tuple[JsonObject, bool]:
         """POST one message: (data, is_bulk_result) for folder change, move or copy."""
         found = await self.locate(account, box_id, message_id)
         await self.check_changeable(account, found)
-        target = destinations(ctx.value("source_id"))
+        target = destinations(call.value("source_id"))
         if target is None:
-            folder = folder_value(ctx.value("folder"))
-            updated = await self._update(found, lambda doc: _set_folder(doc, folder, ctx))
+            folder = folder_value(call.value("folder"))
+            updated = await self._update(found, lambda doc: _set_folder(doc, folder, call))
             return docs.public_metadata(updated, await self.retention_timestamp(account)), False
         boxes = await self._destination_boxes(account, target)
         if isinstance(target, str):
-            moved = await self.mover.move(ctx, account, found, boxes[target])
+            moved = await self.mover.move(call, account, found, boxes[target])
             return docs.public_metadata(moved, await self.retention_timestamp(account)), False
-        new_ids = [(await self.mover.copy(ctx, account, found, boxes[b]))["_id"] for b in target]
+        new_ids = [(await self.mover.copy(call, account, found, boxes[b]))["_id"] for b in target]
         return BulkResult(new_ids, []).as_data(), True
 
     async def delete(
-        self, ctx: RequestContext, account: Account, box_id: str, message_id: str
+        self, call: Call, account: Account, box_id: str, message_id: str
     ) -> JsonObject:
         found = await self.locate(account, box_id, message_id)
-        deleted = await self._update(found, lambda doc: mark_deleted(doc, ctx))
+        deleted = await self._update(found, lambda doc: mark_deleted(doc, call))
         return docs.public_metadata(deleted, 0)
 
     # -- move and copy ---------------------------------------------------------------------
@@ -361,10 +361,10 @@ class MessageService(Service):
 
     # -- lists -----------------------------------------------------------------------------
 
-    async def window(self, ctx: RequestContext, account: Account) -> Window:
+    async def window(self, call: Call, account: Account) -> Window:
         """The `created_from`…`created_to` window of api.md 8.4."""
         def positive(name: str) -> int | None:
-            raw = ctx.value(name)
+            raw = call.value(name)
             try:
                 value = int(raw) if raw is not None and not isinstance(raw, bool) else None
             except (TypeError, ValueError):
@@ -386,18 +386,18 @@ class MessageService(Service):
         return Window(start, end)
 
     async def listing(
-        self, ctx: RequestContext, account: Account, box_id: str | None
+        self, call: Call, account: Account, box_id: str | None
     ) -> ListPage:
         """A box's messages (box_id) or the whole account's, across MODBs (api.md 9.7, 9.8)."""
-        page = paging(ctx, self.settings.page_size)
-        window = await self.window(ctx, account)
+        page = paging(call, self.settings.page_size)
+        window = await self.window(call, account)
         if box_id is None:
             await self.repair_moves(account)
             await self.migrator.prepare_account(account)
         else:
             await self.prepare(account, box_id)
-        desc = descending(ctx.query, default=True)
-        filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
+        desc = descending(call.query, default=True)
+        filters = build_filters(call.query, prefix="metadata.", created_filters=False)
         cutoff = await self.retention_timestamp(account)
         modbs = self.stores.messages.window_months(account.db, window.start, window.end)
         if desc:
@@ -476,15 +476,15 @@ class MessageService(Service):
         return found, missing
 
     async def bulk_change(
-        self, ctx: RequestContext, account: Account, box_id: str
+        self, call: Call, account: Account, box_id: str
     ) -> JsonObject:
-        ids = message_ids(ctx.data)
+        ids = message_ids(call.data)
         await self.load_box(account, box_id)
-        target = destinations(ctx.value("source_id"))
+        target = destinations(call.value("source_id"))
         boxes = await self._destination_boxes(account, target) if target is not None else {}
-        folder = folder_value(ctx.value("folder")) if target is None else None
+        folder = folder_value(call.value("folder")) if target is None else None
         found, failed = await self._locate_many(account, box_id, ids)
-        filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
+        filters = build_filters(call.query, prefix="metadata.", created_filters=False)
         cutoff = await self.retention_timestamp(account)
         succeeded: list[str] = []
         to_change: list[Located] = []
@@ -501,11 +501,11 @@ class MessageService(Service):
             assert target is not None
             try:
                 if isinstance(target, str):
-                    moved = await self.mover.move(ctx, account, located, boxes[target])
+                    moved = await self.mover.move(call, account, located, boxes[target])
                     succeeded.append(str(moved["_id"]))
                 else:
                     for destination in target:
-                        copied = await self.mover.copy(ctx, account, located, boxes[destination])
+                        copied = await self.mover.copy(call, account, located, boxes[destination])
                         succeeded.append(str(copied["_id"]))
             except errors.ApiError as problem:
                 failed.append((message_id, str(problem.data.get("cause", problem.message))))
@@ -513,15 +513,15 @@ class MessageService(Service):
                 failed.append((message_id, type(problem).__name__))
         if folder is not None:
             saved, save_failures = await self._bulk_apply(
-                box_id, to_change, lambda doc: _set_folder(doc, folder, ctx))
+                box_id, to_change, lambda doc: _set_folder(doc, folder, call))
             succeeded += saved
             failed += save_failures
         return _ordered(ids, succeeded, failed, folder is not None)
 
-    async def bulk_delete(self, ctx: RequestContext, account: Account, box_id: str) -> JsonObject:
-        data = ctx.data
+    async def bulk_delete(self, call: Call, account: Account, box_id: str) -> JsonObject:
+        data = call.data
         listed = data.get("messages") if isinstance(data, dict) else None
-        filters = build_filters(ctx.query, prefix="metadata.", created_filters=False)
+        filters = build_filters(call.query, prefix="metadata.", created_filters=False)
         failed: list[tuple[str, str]] = []
         targets: list[Located]
         await self.prepare(account, box_id)
@@ -530,12 +530,12 @@ class MessageService(Service):
             found, failed = await self._locate_many(account, box_id, ids)
             targets = [found[i] for i in dict.fromkeys(ids) if i in found]
         else:
-            raw_folder = ctx.value("folder")
+            raw_folder = call.value("folder")
             folder = None if raw_folder in (None, "") else folder_value(raw_folder)
             targets = await self.box_messages(account, box_id, folder)
         targets = [t for t in targets if passes(t.doc, filters)]
         succeeded, save_failures = await self._bulk_apply(
-            box_id, targets, lambda doc: mark_deleted(doc, ctx))
+            box_id, targets, lambda doc: mark_deleted(doc, call))
         return BulkResult(succeeded, failed + save_failures).as_data()
 
     async def box_messages(
@@ -552,14 +552,14 @@ class MessageService(Service):
                     found.append(Located(modb, doc))
         return found
 
-    async def delete_all_of_box(self, ctx: RequestContext, account: Account, box_id: str) -> None:
+    async def delete_all_of_box(self, call: Call, account: Account, box_id: str) -> None:
         """Box delete takes every message of the box with it (D-16, P-30).
 
         Legacy entries are migrated first; any that fail stay inside the soft-deleted box.
         """
         await self.prepare(account, box_id)
         targets = await self.box_messages(account, box_id)
-        _, failed = await self._bulk_apply(box_id, targets, lambda doc: mark_deleted(doc, ctx))
+        _, failed = await self._bulk_apply(box_id, targets, lambda doc: mark_deleted(doc, call))
         if failed:
             # The box stays until its messages are gone: retrying the delete finishes it.
             raise errors.datastore_fault(f"could not delete {len(failed)} messages")
@@ -621,11 +621,11 @@ def _month_at_or_after(modb: DbName, month: str, desc: bool) -> bool:
     return own <= month if desc else own >= month
 
 
-def _set_folder(doc: JsonObject, folder: str, ctx: RequestContext) -> None:
+def _set_folder(doc: JsonObject, folder: str, call: Call) -> None:
     metadata = doc.get("metadata")
     doc["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), "folder": folder}
     copy_transcription(doc)
-    stamp_auth(doc, ctx, request_id=False)
+    stamp_auth(doc, call, request_id=False)
 
 
 def _ordered(

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from piston_vm import errors, gregorian
-from piston_vm.context import RequestContext
-from piston_vm.docs import stamp_auth
+from piston_vm.core import errors, gregorian
+from piston_vm.core.call import Call
+from piston_vm.core.documents import stamp_auth
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioService, AudioSource
 from piston_vm.services.message_docs import Located
@@ -85,15 +85,15 @@ class Mover:
         self.audio = AudioService(stores)
 
     async def _copy_doc(
-        self, ctx: RequestContext | None, account: Account, found: Located, box: JsonObject,
+        self, call: Call | None, account: Account, found: Located, box: JsonObject,
         new_id: str, modb: DbName, now: int,
     ) -> JsonObject:
         zone_name = await box_timezone(self.stores, account, box, self.default_timezone)
         doc = docs.copy_for_box(found.doc, new_id, modb, box, zone_name, account.realm, now)
         for mark in (MOVED_FROM, MOVED_TO, PENDING):
             doc.pop(mark, None)
-        if ctx is not None:
-            stamp_auth(doc, ctx, request_id=False)
+        if call is not None:
+            stamp_auth(doc, call, request_id=False)
         return doc
 
     async def _write(
@@ -140,7 +140,7 @@ class Mover:
     # -- copy ------------------------------------------------------------------------------
 
     async def copy(
-        self, ctx: RequestContext, account: Account, found: Located, box: JsonObject
+        self, call: Call, account: Account, found: Located, box: JsonObject
     ) -> JsonObject:
         """A live copy in `box`, in the current month; a retry returns the copy made before."""
         now = gregorian.now()
@@ -152,7 +152,7 @@ class Mover:
         if (existing is not None and not existing.get("pvt_deleted")
                 and self.audio.holds(existing, audio)):
             return existing
-        doc = await self._copy_doc(ctx, account, found, box, new_id, modb, now)
+        doc = await self._copy_doc(call, account, found, box, new_id, modb, now)
         if existing is not None:
             doc["_rev"] = existing["_rev"]
         try:
@@ -168,7 +168,7 @@ class Mover:
     # -- move ------------------------------------------------------------------------------
 
     async def move(
-        self, ctx: RequestContext, account: Account, found: Located, box: JsonObject
+        self, call: Call, account: Account, found: Located, box: JsonObject
     ) -> JsonObject:
         """Move one message to `box`: 409 when the source changed or another move won, 404 when
         it is gone; either way nothing of this move stays behind."""
@@ -177,19 +177,19 @@ class Mover:
         modb = account.db.modb(*month)
         new_id = move_id(found.doc, box["_id"], month)
         audio = await self.audio.source(found)
-        copy = await self._pending_copy(ctx, account, found, box, new_id, modb, now, audio)
+        copy = await self._pending_copy(call, account, found, box, new_id, modb, now, audio)
         await self._commit(found, Located(modb, copy))
         return await self._show(modb, copy)
 
     async def _pending_copy(
-        self, ctx: RequestContext, account: Account, found: Located, box: JsonObject,
+        self, call: Call, account: Account, found: Located, box: JsonObject,
         new_id: str, modb: DbName, now: int, audio: AudioSource | None,
     ) -> JsonObject:
         existing = await self.stores.messages.get(modb, new_id)
         if existing is not None and self._pending_for(existing, found) and self.audio.holds(
                 existing, audio):
             return existing  # an earlier attempt at this very move wrote it
-        doc = await self._copy_doc(ctx, account, found, box, new_id, modb, now)
+        doc = await self._copy_doc(call, account, found, box, new_id, modb, now)
         doc[MOVED_FROM] = {"database": found.modb.encoded, "id": found.id,
                            "rev": found.doc["_rev"], "box": found.doc.get("source_id")}
         doc[PENDING] = True

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from piston_vm import gregorian
+from piston_vm.core import gregorian
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.stores import Stores
 

@@ -9,15 +9,21 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from piston_vm import errors, gregorian
-from piston_vm.context import RequestContext
-from piston_vm.docs import alphanum_name, deep_merge, is_private, stamp_auth, without_private
-from piston_vm.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.core import errors, gregorian
+from piston_vm.core.call import Call
+from piston_vm.core.documents import (
+    alphanum_name,
+    deep_merge,
+    is_private,
+    stamp_auth,
+    without_private,
+)
+from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.core.validation import merge_errors
 from piston_vm.services.base import Service
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import BOX_ID_RE, is_box_id
-from piston_vm.validation import merge_errors
 
 JsonObject = dict[str, Any]
 
@@ -114,7 +120,7 @@ class VmboxService(Service):
             raise errors.ValidationFailed(all_errors)
         return cleaned
 
-    def _stamp(self, doc: JsonObject, account: Account, ctx: RequestContext) -> None:
+    def _stamp(self, doc: JsonObject, account: Account, call: Call) -> None:
         now = gregorian.now()
         doc["pvt_type"] = doc.get("pvt_type", "vmbox")
         doc.setdefault("pvt_vsn", "1")
@@ -123,12 +129,12 @@ class VmboxService(Service):
         if "_rev" not in doc:
             doc["pvt_created"] = now
         doc["pvt_modified"] = now
-        stamp_auth(doc, ctx)
+        stamp_auth(doc, call)
         if isinstance(doc.get("name"), str):
             doc["pvt_alphanum_name"] = alphanum_name(doc["name"])
 
-    async def create(self, ctx: RequestContext, account: Account) -> SavedBox:
-        data = ctx.data
+    async def create(self, call: Call, account: Account) -> SavedBox:
+        data = call.data
         chosen = data.get("id") if isinstance(data, dict) else None
         if chosen is not None and (not isinstance(chosen, str) or not is_box_id(chosen)):
             raise errors.ValidationFailed({"id": {"pattern": {
@@ -136,59 +142,59 @@ class VmboxService(Service):
                 "target": BOX_ID_RE.pattern, "value": chosen}}})
         public = await self._validate(account, _client_data(data), None)
         doc = {"_id": chosen or secrets.token_hex(16), **public}
-        self._stamp(doc, account, ctx)
+        self._stamp(doc, account, call)
         await self.stores.vmboxes.save(account.db, doc)
         return SavedBox(doc, False)
 
-    async def replace(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+    async def replace(self, call: Call, account: Account, box_id: str) -> SavedBox:
         async def attempt() -> SavedBox:
             stored = await self.load(account, box_id)
-            public = await self._validate(account, _client_data(ctx.data), box_id)
-            return await self._save_public(ctx, account, stored, public)
+            public = await self._validate(account, _client_data(call.data), box_id)
+            return await self._save_public(call, account, stored, public)
 
         return await _retrying(attempt)
 
-    async def patch(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+    async def patch(self, call: Call, account: Account, box_id: str) -> SavedBox:
         async def attempt() -> SavedBox:
             stored = await self.load(account, box_id)
-            merged = deep_merge(_client_data(stored), _client_data(ctx.data))
+            merged = deep_merge(_client_data(stored), _client_data(call.data))
             public = await self._validate(account, merged, box_id)
-            return await self._save_public(ctx, account, stored, public)
+            return await self._save_public(call, account, stored, public)
 
         return await _retrying(attempt)
 
     async def _save_public(
-        self, ctx: RequestContext, account: Account, stored: JsonObject, public: JsonObject
+        self, call: Call, account: Account, stored: JsonObject, public: JsonObject
     ) -> SavedBox:
         # Every private key survives, and so does the legacy `messages` array (storage.md 4.4).
         doc = {k: v for k, v in stored.items() if is_private(k) or k == "messages"}
         doc.update(public)
-        self._stamp(doc, account, ctx)
+        self._stamp(doc, account, call)
         await self.stores.vmboxes.save(account.db, doc)
         return SavedBox(doc, has_legacy_messages(doc))
 
-    async def delete(self, ctx: RequestContext, account: Account, box_id: str) -> SavedBox:
+    async def delete(self, call: Call, account: Account, box_id: str) -> SavedBox:
         await self.load(account, box_id)
         await MessageService(
             self.stores, self.validator, self.settings, self.migrator, self.repairs
-        ).delete_all_of_box(ctx, account, box_id)
+        ).delete_all_of_box(call, account, box_id)
 
         async def attempt() -> SavedBox:
             doc = dict(await self.load(account, box_id))
             doc["pvt_deleted"] = True
-            self._stamp(doc, account, ctx)
+            self._stamp(doc, account, call)
             await self.stores.vmboxes.save(account.db, doc)
             return SavedBox(doc, has_legacy_messages(doc))
 
         return await _retrying(attempt)
 
     async def listing(
-        self, ctx: RequestContext, account: Account
+        self, call: Call, account: Account
     ) -> tuple[list[JsonObject], Cursor | None, str | None, bool]:
         """(rows, next cursor, echoed start_key, paginated) in name order (D-6)."""
-        page = paging(ctx, self.settings.page_size)
-        filters = build_filters(ctx.query)
-        desc = descending(ctx.query, default=False)
+        page = paging(call, self.settings.page_size)
+        filters = build_filters(call.query)
+        desc = descending(call.query, default=False)
 
         async def fetch(cursor: Cursor | None, limit: int) -> list[JsonObject]:
             return await self.stores.vmboxes.listing(

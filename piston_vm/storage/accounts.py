@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from piston_vm import gregorian
-from piston_vm.config import Settings
+from piston_vm.core import gregorian
+from piston_vm.core.config import Settings
 from piston_vm.storage.couch import CouchClient, DbNotFound
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import install_all

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiocouch
 
-from piston_vm.config import CouchEndpoint, Settings
+from piston_vm.core.config import CouchEndpoint, Settings
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores

@@ -24,8 +24,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from piston_vm import errors
-from piston_vm.config import CouchEndpoint
+from piston_vm.core import errors
+from piston_vm.core.config import CouchEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from piston_vm import gregorian
-from piston_vm.listing import Cursor
+from piston_vm.core import gregorian
+from piston_vm.core.listing import Cursor
 from piston_vm.storage.couch import Attachment, CouchClient, DbNotFound, DocNotFound
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName, months_between

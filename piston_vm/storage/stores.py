@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from piston_vm.config import Settings
+from piston_vm.core.config import Settings
 from piston_vm.storage.accounts import AccountStore
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.databases import Databases

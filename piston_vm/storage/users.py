@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from piston_vm import errors, gregorian
+from piston_vm.core import errors, gregorian
 from piston_vm.storage.couch import CouchClient, DbNotFound, DocNotFound
 from piston_vm.storage.names import account_db, is_account_id
 

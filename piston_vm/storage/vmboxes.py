@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from piston_vm import errors
-from piston_vm.listing import Cursor
+from piston_vm.core import errors
+from piston_vm.core.listing import Cursor
 from piston_vm.storage.couch import CouchClient, DocConflict
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName

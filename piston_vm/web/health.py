@@ -6,8 +6,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from piston_vm import envelope
-from piston_vm.keys import STORES
+from piston_vm.web import envelope
+from piston_vm.web.keys import STORES
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from piston_vm.core.call import Call
+from piston_vm.core.tokens import Claims
 from piston_vm.storage.accounts import Account
-from piston_vm.tokens import Claims
 
 JsonObject = dict[str, Any]
 
@@ -23,18 +24,16 @@ class RequestContext:
     account: Account | None = None
     auth_account: Account | None = None
 
+    def call(self) -> Call:
+        """What use cases get of this request (read once its body is parsed)."""
+        return Call(self.request_id, self.query, self.envelope, self.claims)
+
     @property
     def data(self) -> Any:
         return self.envelope.get("data", {})
 
     def value(self, name: str) -> Any:
-        """A request value: `data.X`, else the query string, else the envelope (api.md 3.3)."""
-        data = self.data
-        if isinstance(data, dict) and data.get(name) is not None:
-            return data[name]
-        if name in self.query:
-            return self.query[name]
-        return self.envelope.get(name)
+        return self.call().value(name)
 
     @property
     def authenticated(self) -> bool:

@@ -14,8 +14,8 @@ import aiofiles.threadpool
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from piston_vm import errors
-from piston_vm.routing import BASE64_TYPES, FORM_TYPE, JSON_TYPES, MULTIPART_TYPES, request_mime
+from piston_vm.core import errors
+from piston_vm.web.routing import BASE64_TYPES, FORM_TYPE, JSON_TYPES, MULTIPART_TYPES, request_mime
 
 READ_CHUNK_BYTES = 256 * 1024
 TEMP_PREFIX = "piston_vm-upload-"

@@ -25,7 +25,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from piston_vm import errors
+from piston_vm.core import errors
 
 MAX_FAILURES = 5
 MAX_ADDRESS_FAILURES = 100

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from piston_vm import errors
-from piston_vm.context import RequestContext
+from piston_vm.core import errors
+from piston_vm.core.call import Call
 
 JsonObject = dict[str, Any]
 
@@ -69,13 +69,13 @@ class Cursor:
 MAX_PAGE_SIZE = 10_000
 
 
-def paging(ctx: RequestContext, default_page_size: int) -> Paging:
-    paginate_value = ctx.value("paginate")
+def paging(call: Call, default_page_size: int) -> Paging:
+    paginate_value = call.value("paginate")
     paginate = paginate_value is None or paginate_value is True or paginate_value == "true"
     if not paginate:
         return Paging(False, 0, None, None)
     page_size = default_page_size
-    raw_size = ctx.value("page_size")
+    raw_size = call.value("page_size")
     if raw_size is not None:
         try:
             page_size = int(raw_size)
@@ -89,7 +89,7 @@ def paging(ctx: RequestContext, default_page_size: int) -> Paging:
         # value must not reach it as an outage), and larger pages only cost memory. The page
         # still says where the next one starts.
         page_size = min(page_size, MAX_PAGE_SIZE)
-    raw_start = ctx.value("start_key")
+    raw_start = call.value("start_key")
     start_key = None if raw_start is None else str(raw_start)
     cursor = Cursor.decode(start_key) if start_key else None
     return Paging(True, page_size, start_key, cursor)

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from piston_vm import errors, gregorian
+from piston_vm.core import errors, gregorian
 
 # storage.md 5.4: the extension an attachment name gets from its upload's content type.
 _EXTENSIONS = {

@@ -8,8 +8,9 @@ import json
 import logging
 from typing import Any
 
-from piston_vm import errors
-from piston_vm.config import CouchEndpoint, Settings, settings_from_env
+from piston_vm.cli.settings import command_settings
+from piston_vm.core import errors
+from piston_vm.core.config import Settings
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.names import is_account_id
 from piston_vm.storage.stores import Stores
@@ -37,13 +38,6 @@ def add_users_parser(subparsers: Any) -> None:
     create.add_argument("--timezone")
     create.add_argument("--language")
     create.add_argument("--couchdb-url")
-
-
-def _settings(couchdb_url: str | None) -> Settings:
-    settings = settings_from_env()
-    if couchdb_url:
-        settings = settings.with_overrides(couchdb=CouchEndpoint.parse(couchdb_url))
-    return settings
 
 
 async def create_user(settings: Settings, args: argparse.Namespace) -> str:
@@ -79,7 +73,7 @@ def main_users(args: argparse.Namespace) -> int:
         log.warning("the browser UI lowercases usernames before hashing: %r can only log in "
                     "from clients that send it as typed", args.username)
     try:
-        user_id = asyncio.run(create_user(_settings(args.couchdb_url), args))
+        user_id = asyncio.run(create_user(command_settings(args.couchdb_url), args))
     except (UserCreationFailed, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from piston_vm import gregorian
-from piston_vm.context import RequestContext
-from piston_vm.errors import ApiError
-from piston_vm.keys import CONTEXT, SETTINGS
+from piston_vm.core import gregorian
+from piston_vm.core.errors import ApiError
+from piston_vm.web.context import RequestContext
+from piston_vm.web.keys import CONTEXT, SETTINGS
 
 JSON_CONTENT_TYPE = "application/json"
 

@@ -13,10 +13,12 @@ from urllib.parse import parse_qsl
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
-from piston_vm import envelope, errors
-from piston_vm.context import RequestContext
-from piston_vm.keys import CONTEXT, SETTINGS
-from piston_vm.routing import (
+from piston_vm.core import errors
+from piston_vm.storage.couch import DbNotFound, DocConflict
+from piston_vm.web import envelope
+from piston_vm.web.context import RequestContext
+from piston_vm.web.keys import CONTEXT, SETTINGS
+from piston_vm.web.routing import (
     FORM_TYPE,
     JSON_TYPES,
     MULTIPART_TYPES,
@@ -25,7 +27,6 @@ from piston_vm.routing import (
     endpoint_of,
     request_mime,
 )
-from piston_vm.storage.couch import DbNotFound, DocConflict
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from piston_vm.context import RequestContext
+from piston_vm.core.call import Call
 
 JsonObject = dict[str, Any]
 
@@ -29,18 +29,18 @@ def private_part(doc: JsonObject) -> JsonObject:
     return {k: v for k, v in doc.items() if is_private(k)}
 
 
-def stamp_auth(doc: JsonObject, ctx: RequestContext, request_id: bool = True) -> None:
+def stamp_auth(doc: JsonObject, call: Call, request_id: bool = True) -> None:
     """The per-save fields that say who changed a document through the API (storage.md 4.2).
 
     Message folder changes and deletes leave `pvt_request_id` alone (storage.md 5.5).
     """
     if request_id:
-        doc["pvt_request_id"] = ctx.request_id
+        doc["pvt_request_id"] = call.request_id
     doc["pvt_is_authenticated"] = True
-    if ctx.claims is not None:
-        doc["pvt_auth_account_id"] = ctx.claims.account_id
-        if ctx.claims.owner_id is not None:
-            doc["pvt_auth_user_id"] = ctx.claims.owner_id
+    if call.claims is not None:
+        doc["pvt_auth_account_id"] = call.claims.account_id
+        if call.claims.owner_id is not None:
+            doc["pvt_auth_user_id"] = call.claims.owner_id
         else:
             doc.pop("pvt_auth_user_id", None)
 
@@ -58,7 +58,7 @@ def deep_merge(stored: JsonObject, patch: JsonObject) -> JsonObject:
     return merged
 
 
-def mark_deleted(message: JsonObject, ctx: RequestContext) -> None:
+def mark_deleted(message: JsonObject, call: Call) -> None:
     """Message delete: folder `deleted` plus soft delete; `pvt_modified` stays (storage.md 5.7)."""
     metadata = message.get("metadata")
     if not isinstance(metadata, dict):
@@ -67,7 +67,7 @@ def mark_deleted(message: JsonObject, ctx: RequestContext) -> None:
     metadata["folder"] = "deleted"
     copy_transcription(message)
     message["pvt_deleted"] = True
-    stamp_auth(message, ctx, request_id=False)
+    stamp_auth(message, call, request_id=False)
 
 
 def copy_transcription(message: JsonObject) -> None:

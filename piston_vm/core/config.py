@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from piston_vm import __version__
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COUCHDB_DIR = REPO_ROOT / "couchdb"
 DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
 

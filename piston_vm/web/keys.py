@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from piston_vm.config import Settings
-from piston_vm.context import RequestContext
+from piston_vm.core.config import Settings
+from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.storage.stores import Stores
-from piston_vm.validation import SchemaValidator
+from piston_vm.web.context import RequestContext
 
 SETTINGS = web.AppKey("settings", Settings)
 STORES = web.AppKey("stores", Stores)

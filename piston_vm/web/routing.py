@@ -13,9 +13,9 @@ from enum import Enum
 
 from aiohttp import web
 
-from piston_vm import errors
-from piston_vm.gate import authenticate, authorize, load_target_account
-from piston_vm.keys import CONTEXT
+from piston_vm.core import errors
+from piston_vm.web.gate import authenticate, authorize, load_target_account
+from piston_vm.web.keys import CONTEXT
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from piston_vm.config import CouchEndpoint, Settings, settings_from_env
+from piston_vm.cli.settings import command_settings
+from piston_vm.core.config import Settings
 from piston_vm.services.legacy import LegacyMigrator, MigrationReport
 from piston_vm.storage import admin
 from piston_vm.storage.accounts import ACCOUNTS_DB
@@ -131,13 +132,6 @@ def add_migrate_parser(subparsers: Any) -> None:
     parser.add_argument("--couchdb-url", help="CouchDB URL with credentials")
 
 
-def _settings(couchdb_url: str | None) -> Settings:
-    settings = settings_from_env()
-    if couchdb_url:
-        settings = settings.with_overrides(couchdb=CouchEndpoint.parse(couchdb_url))
-    return settings
-
-
 async def _run(
     settings: Settings, args: argparse.Namespace, bar: ProgressBar | None
 ) -> tuple[MigrationReport, bool]:
@@ -169,7 +163,7 @@ async def _run(
 def main_migrate(args: argparse.Namespace) -> int:
     """Run the command; the JSON summary goes to stdout, the progress bar to a terminal only."""
     try:
-        settings = _settings(args.couchdb_url)
+        settings = command_settings(args.couchdb_url)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_UNUSABLE

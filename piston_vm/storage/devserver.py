@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
 
-DEVSERVER_DIR: Path = Path(__file__).absolute().parent.parent / "couchdb" / "devserver"
+DEVSERVER_DIR: Path = Path(__file__).absolute().parents[2] / "couchdb" / "devserver"
 DEVSERVER_DIR_ENV = "PISTON_VM_DEVSERVER_DIR"
 # The admin login goes to the child through its environment, not argv (visible in `ps`).
 ADMIN_ENV = "DEVSERVER_ADMIN"

@@ -3,7 +3,7 @@
 `build_openapi(schemas_dir, routes)` derives paths, methods, gates and accepted body types from
 the route table, and embeds the draft-04 request schemas of schemas/ (translated to OpenAPI
 schema objects: 3.0 cannot `$ref` draft-04 files that name themselves with `id`) under
-`components/schemas`. The result is kept in schemas/openapi.json (`python -m piston_vm.openapi
+`components/schemas`. The result is kept in schemas/openapi.json (`python -m piston_vm.web.openapi
 > schemas/openapi.json`) and served at `GET /v2/openapi.json`; a test rebuilds it and compares,
 so the kept file, the routes and the schemas cannot drift apart.
 """
@@ -14,7 +14,6 @@ import asyncio
 import copy
 import json
 import re
-import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -24,8 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from piston_vm import __version__
-from piston_vm.keys import SETTINGS
-from piston_vm.routing import ENDPOINTS, BodyKind, Endpoint
+from piston_vm.web.keys import SETTINGS
+from piston_vm.web.routing import ENDPOINTS, BodyKind, Endpoint
 
 JsonObject = dict[str, Any]
 
@@ -833,16 +832,3 @@ async def openapi_document(request: web.Request) -> web.StreamResponse:
         _served[schemas_dir] = body
     # Exactly application/json, like every JSON answer of the API (D-19).
     return web.Response(body=body, headers={"Content-Type": _JSON})
-
-
-def main() -> None:
-    # The entry point is a composition root like app.py: it alone may reach into the route table.
-    from piston_vm.api.routes import ENDPOINTS as ROUTES
-    from piston_vm.config import DEFAULT_SCHEMAS_DIR
-
-    schemas_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SCHEMAS_DIR
-    sys.stdout.write(render(build_openapi(schemas_dir, ROUTES)))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from piston_vm import errors, tokens
-from piston_vm.keys import CONTEXT, SETTINGS, STORES
+from piston_vm.core import errors, tokens
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import is_account_id
+from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
 
 
 def token_of(request: web.Request) -> str | None:

@@ -1,0 +1,1 @@
+"""Pure code, no I/O: errors, time, media names, tokens, validation, configuration."""

@@ -1,0 +1,1 @@
+"""aiohttp plumbing: the request pipeline, dispatch, gate, envelope, uploads, app keys."""

@@ -1,0 +1,76 @@
+"""Audio answers: one recording with Range support, or a ZIP of several, streamed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from piston_vm.core import errors, gregorian
+from piston_vm.core.media import ZipStream, answer_range, content_disposition
+from piston_vm.services.audio import AudioService, AudioSource
+
+log = logging.getLogger(__name__)
+
+
+async def audio_response(
+    request: web.Request, audio: AudioService, source: AudioSource, filename_header: str
+) -> web.StreamResponse:
+    """Stream the audio with the platform's headers and Range table (api.md 9.16)."""
+    answer = answer_range(request.headers.get("Range"), source.length)
+    response = web.StreamResponse(status=answer.status)
+    response.headers["Content-Type"] = source.content_type
+    response.headers["Content-Disposition"] = filename_header
+    response.headers["Accept-Ranges"] = "bytes"
+    response.content_length = max(answer.end - answer.start + 1, 0)
+    if answer.content_range is not None:
+        response.headers["Content-Range"] = answer.content_range
+    # Bytes come from CouchDB only once the headers are decided: a failure before this
+    # point is still a JSON error, after it the connection is cut (nothing else is honest).
+    chunks = audio.chunks(source, answer.start, answer.end)
+    first = await anext(chunks, b"")
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    if first:
+        await response.write(first)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+@dataclass(frozen=True, slots=True)
+class ZipEntry:
+    name: str
+    source: AudioSource
+    modified_gregorian_s: int
+
+
+async def zip_response(
+    request: web.Request, audio: AudioService, entries: list[ZipEntry], filename: str
+) -> web.StreamResponse:
+    """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (D-5, P-14)."""
+    response = web.StreamResponse(status=200)
+    response.headers["Content-Type"] = "application/zip"
+    response.headers["Content-Disposition"] = content_disposition(filename)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    archive = ZipStream()
+    try:
+        for entry in entries:
+            modified = gregorian.to_datetime(entry.modified_gregorian_s)
+            await response.write(archive.start_entry(entry.name, entry.source.length, modified))
+            async for chunk in audio.chunks(entry.source):
+                await response.write(archive.write(chunk))
+            await response.write(archive.end_entry())
+        await response.write(archive.finish())
+    except errors.ApiError as error:
+        # Headers are gone: the only honest signal left is a broken download.
+        log.error("ZIP stream aborted after it started: %s %s", error.message, error.data)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
