@@ -24,6 +24,8 @@ from tests.test_message_support import (
     json_part,
     messages_path,
     multipart,
+    must_stored,
+    update_stored,
     vmboxes_path,
 )
 
@@ -88,6 +90,23 @@ async def test_a_create_retried_with_its_key_returns_the_first_message(
     assert status == 201
     assert elsewhere is not None
     assert elsewhere["data"]["media_id"] != first["data"]["media_id"]
+
+
+async def test_a_key_older_than_a_day_creates_a_new_message(
+    api: Api, account: Tenant, stores: Stores
+) -> None:
+    box = await create_box(api, account)
+    status, first = await keyed_create(api, account, box, "daily", b"audio")
+    assert status == 201, first
+    first_id = first["data"]["media_id"]
+    stored_doc = await must_stored(stores, account, first_id)
+    await update_stored(stores, account, first_id,
+                        pvt_created=stored_doc["pvt_created"] - 86_401)
+    status, later = await keyed_create(api, account, box, "daily", b"audio")
+    assert status == 201, later
+    assert later["data"]["media_id"] != first_id
+    assert sorted(await live_ids(stores, account, box)) == sorted(
+        [first_id, later["data"]["media_id"]])
 
 
 async def test_concurrent_creates_with_one_key_store_one_message(

@@ -157,6 +157,12 @@ def judge(outcomes: list[Outcome], found: list[Stored], boxes: Boxes, original_s
     for o in outcomes:
         if o.status not in ALLOWED:
             problems.append(f"{where}: {o.op} answered {o.status} {o.body}")
+    for o in outcomes:
+        failed = ((o.body or {}).get("data") or {}).get("failed") if o.op.startswith(
+            "bulk_") and o.status == 200 else None
+        for entry in failed or []:
+            if set(entry.values()) - {"not_found", "conflict"}:
+                problems.append(f"{where}: {o.op} failed with {entry}")
     acked = [o for o in outcomes if o.acknowledged]
     moved = [o for o in acked if o.op in MOVES]
     deleted = [o for o in acked if o.op in DELETES]

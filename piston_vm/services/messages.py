@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from piston_vm.core import errors, gregorian
@@ -295,16 +296,20 @@ class MessageService(Service):
         if modb.month is not None and now - _month_start(*modb.month) < IDEMPOTENCY_WINDOW_S:
             year, month = modb.month
             months.append(modb.modb(year - 1, 12) if month == 1 else modb.modb(year, month - 1))
+        expired = False
         for candidate in months:
             keyed_id = _keyed_id(account, box["_id"], key, candidate)
             for leaf in await self.stores.messages.leaves(candidate, keyed_id):
                 created = leaf.get("pvt_created")
                 if isinstance(created, int) and now - created > IDEMPOTENCY_WINDOW_S:
-                    continue  # the key's day is over: this is a new message
+                    expired = expired or candidate == modb
+                    continue
                 if leaf.get("_deleted"):
                     # Stored, then moved away: the first create happened; never recreate it.
                     raise errors.datastore_conflict()
                 return leaf
+        if expired:
+            return None  # the key's day is over: a new message, under a random id
         keyed_id = _keyed_id(account, box["_id"], key, modb)
         doc["_id"] = keyed_id
         doc["metadata"]["media_id"] = keyed_id
@@ -508,7 +513,7 @@ class MessageService(Service):
                         copied = await self.mover.copy(call, account, located, boxes[destination])
                         succeeded.append(str(copied["_id"]))
             except errors.ApiError as problem:
-                failed.append((message_id, str(problem.data.get("cause", problem.message))))
+                failed.append((message_id, _failure_reason(problem)))
             except StorageError as problem:
                 failed.append((message_id, type(problem).__name__))
         if folder is not None:
@@ -590,7 +595,10 @@ class MessageService(Service):
                 if not retry:
                     break
                 modb_docs = []
-                for fresh in await self.stores.messages.get_docs(modb, retry):
+                refetched = await self.stores.messages.get_docs(modb, retry)
+                gone = set(retry) - {str(doc["_id"]) for doc in refetched}
+                failed += [(doc_id, "not_found") for doc_id in retry if doc_id in gone]
+                for fresh in refetched:
                     if (fresh.get("pvt_deleted")
                             or fresh.get("source_id", box_id) != box_id):
                         failed.append((fresh["_id"], "not_found"))
@@ -604,6 +612,16 @@ class MessageService(Service):
         if missing:
             raise errors.bad_identifier(missing[0][0])
         return [found[i] for i in dict.fromkeys(ids)]
+
+
+def _failure_reason(problem: errors.ApiError) -> str:
+    """A bulk answer's reason for one message (docs/api.md 9.10): not_found or conflict when
+    that is what happened, else what the error says."""
+    if problem.status == HTTPStatus.NOT_FOUND:
+        return "not_found"
+    if problem.status == HTTPStatus.CONFLICT:
+        return "conflict"
+    return str(problem.data.get("cause", problem.message))
 
 
 def _keyed_id(account: Account, box_id: str, key: str, modb: DbName) -> str:
