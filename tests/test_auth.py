@@ -1,4 +1,4 @@
-"""Tokens and account scoping (api.md 6): api_auth, token sources, 401s and 403s."""
+"""Tokens and account scoping (docs/api.md 6): api_auth, token sources, 401s and 403s."""
 
 from __future__ import annotations
 

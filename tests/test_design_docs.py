@@ -45,7 +45,7 @@ def test_map_functions_are_es5(path: Path) -> None:
 
 
 # Our own design documents (names starting with piston_vm) may use CouchDB's built-in reduces;
-# the platform's documents have none (storage.md 7).
+# the platform's documents have none (docs/storage.md 7).
 OWN_PREFIX = "_design/piston_vm"
 
 

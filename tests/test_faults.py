@@ -483,7 +483,7 @@ async def test_concurrent_box_patches_keep_every_acknowledged_key(
     print(f"box PATCH storm: {len(accepted)} of {STORM} answered 200, "
           f"{STORM - len(accepted)} answered 409, {len(lost)} acknowledged keys lost")
     assert not lost, f"PATCHes answered 200 but their keys are gone: {lost}"
-    # api.md 9.5: the response is the saved box, so it holds its own key.
+    # docs/api.md 9.5: the response is the saved box, so it holds its own key.
     for n in accepted:
         assert assert_success(*answers[n])[f"k{n}"] == n
 
@@ -570,7 +570,8 @@ async def test_concurrent_folder_changes_and_deletes_in_one_box(
             assert folder == "saved", f"an acknowledged change of {message_id} was lost"
 
 
-# storage.md 10: a read-modify-write update re-reads and retries up to 3 times on a CouchDB 409,
+# docs/storage.md 10: a read-modify-write update re-reads and retries up to 3 times on a CouchDB
+# 409,
 # so two writers racing on one document both succeed (409 is for storms beyond the retries).
 PAIR_ROUNDS = 6
 

@@ -1,5 +1,5 @@
 """Hostile input: every bad request gets its exact status in the platform's envelope, and nothing
-is written (issue 5 "Bad input"; api.md 2, 3.1–3.2, 5.2–5.3, 8.1–8.2, 9).
+is written (issue 5 "Bad input"; docs/api.md 2, 3.1–3.2, 5.2–5.3, 8.1–8.2, 9).
 
 "Nothing was written" is checked against CouchDB itself: every document id and revision of the
 account database and of each of its monthly databases, and the list of those databases, are the
@@ -353,7 +353,7 @@ async def test_wrong_content_type_is_415(
     resp, body = await nothing_written.send(
         method, _path(nothing_written, where), b"irrelevant body", content_type)
     if method == "GET":
-        # api.md 3.2: GET and DELETE accept any Content-Type; the body is then no envelope.
+        # docs/api.md 3.2: GET and DELETE accept any Content-Type; the body is then no envelope.
         assert_success(resp, body)
         return
     expect_error(resp, body, 415, "unsupported_media_type",
@@ -506,7 +506,8 @@ async def test_page_size_is_ignored_when_paging_is_off(nothing_written: World) -
     assert "page_size" not in body
 
 
-# -- invalid cursors (never an error by themselves, P-6) ----------------------------------------
+# -- invalid cursors (never an error by themselves, P-6)
+# ----------------------------------------
 
 CURSORS = [
     "!!!not-base64!!!",
@@ -566,7 +567,7 @@ async def test_hostile_box_ids_are_404_on_every_route(
         assert body["message"] in ("bad_identifier", "not_found"), (method, path, body)
         if body["message"] == "bad_identifier":
             assert data["cause"] in (decoded(raw_id), world.message_id), (method, path, body)
-    # The box's existence is not checked by the list and the bulk delete (api.md 9.8, 9.11).
+    # The box's existence is not checked by the list and the bulk delete (docs/api.md 9.8, 9.11).
     for method in ("GET", "DELETE"):
         resp, body = await world.send_raw_path(method, f"{box_path}/messages")
         if resp.status == 404:

@@ -1,4 +1,4 @@
-"""Tenant isolation, proven by the route table (issue 5; api.md 2, 5.2, 6.5).
+"""Tenant isolation, proven by the route table (issue 5; docs/api.md 2, 5.2, 6.5).
 
 Every route comes from the application's own router, so a route added later is walked without
 editing this file (a route without a probe below still gets the generic expectations). Each

@@ -1,4 +1,5 @@
-"""Legacy (pre-4.0) box messages moved into MODBs (storage.md 6, D-13, P-25), and the command."""
+"""Legacy (pre-4.0) box messages moved into MODBs (docs/storage.md 6, D-13,
+docs/decisions.md P-25), and the command."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ class LegacyBox:
 
 
 async def legacy_box(stores: Stores, tenant: Tenant, mailbox: str = "3001") -> LegacyBox:
-    """12 good entries across six months, plus every awkward case of storage.md 6.1."""
+    """12 good entries across six months, plus every awkward case of docs/storage.md 6.1."""
     plan = LegacyBox({})
     box_id = secrets.token_hex(16)
     elements: list[Any] = []
@@ -690,7 +691,8 @@ async def test_an_interrupted_run_is_finished_by_the_next_one(
     assert len(await box_messages(stores, account, plan.id)) == 3
 
 
-# -- old ids (P-25) -------------------------------------------------------------------------
+# -- old ids (docs/decisions.md P-25)
+# -------------------------------------------------------------------------
 
 
 async def test_resolve_old_id(

@@ -1,4 +1,5 @@
-"""Raw audio download and upload (api.md 9.16, 9.17), link-form audio (storage.md 5.4) and the
+"""Raw audio download and upload (docs/api.md 9.16, 9.17), link-form audio (docs/storage.md 5.4)
+and the
 ZIP of several messages (9.12)."""
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ async def test_content_disposition_of_the_seed_message(
     api: Api, account: Tenant
 ) -> None:
     box = await create_box(api, account, "1000", timezone=LA)
-    # 63630058722 = 2016-05-10T00:18:42Z = 2016-05-09 17:18:42 in Los Angeles (D-10)
+    # 63630058722 = 2016-05-10T00:18:42Z = 2016-05-09 17:18:42 in Los Angeles (docs/decisions.md
+    # D-10)
     data = await create_message_with_audio(api, account, box, b"seed-audio",
                                            caller_id_number="1001", timestamp=63630058722)
     assert data["media_id"].startswith("201605-")
@@ -255,7 +257,8 @@ async def test_several_inline_attachments_serve_the_latest(
     api: Api, account: Tenant, stores: Stores
 ) -> None:
     box = await create_box(api, account)
-    # the older one sorts first by name, so only "highest revpos" picks the newer one (P-13)
+    # the older one sorts first by name, so only "highest revpos" picks the newer one
+    # (docs/decisions.md P-13)
     message_id = await insert_message(stores, account, box, this_month(), audio=b"older",
                                       attachment_name="a-first.mp3")
     doc = await must_stored(stores, account, message_id)
@@ -267,7 +270,7 @@ async def test_several_inline_attachments_serve_the_latest(
     assert raw == b"newer"
 
 
-# -- link-form and external audio (storage.md 5.4) -------------------------------------------
+# -- link-form and external audio (docs/storage.md 5.4) -------------------------------------------
 
 
 async def legacy_media(
@@ -517,7 +520,7 @@ async def test_put_raw_with_a_json_part_and_an_audio_part(
         ("audio/wav", b"riff")]
 
 
-# -- ZIP (api.md 9.12) -----------------------------------------------------------------------
+# -- ZIP (docs/api.md 9.12) -----------------------------------------------------------------------
 
 
 async def test_zip_holds_stored_entries_named_like_downloads(

@@ -1,4 +1,4 @@
-"""Bulk changes and bulk deletes of a box's messages (api.md 9.10, 9.11, 10)."""
+"""Bulk changes and bulk deletes of a box's messages (docs/api.md 9.10, 9.11, 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Message listings (api.md 8, 9.7, 9.8) and the box list's message counts (9.1)."""
+"""Message listings (docs/api.md 8, 9.7, 9.8) and the box list's message counts (9.1)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ async def test_newest_first_and_ascending_reverses(api: Api, account: Tenant) ->
 async def test_thirteen_messages_over_two_months_page_exactly(
     api: Api, account: Tenant
 ) -> None:
-    """api.md 11: 13 messages over two months, 6 of them not saved."""
+    """docs/api.md 11: 13 messages over two months, 6 of them not saved."""
     box = await create_box(api, account)
     this_folders = ["new", "saved", "deleted", "saved", "new", "saved", "saved"]
     last_folders = ["new", "saved", "new", "saved", "deleted", "saved"]

@@ -1,9 +1,10 @@
 """Shared helpers for the message test modules (this module holds no tests).
 
-Everything here is written from the spec (api.md 8-10, storage.md 1, 2, 5, 7.2, 8, 9), not from
-the implementation: message documents inserted straight into CouchDB follow storage.md 5.8 (the
-shape the original callflow and our own create both write), and every timestamp is computed
-relative to now so that "this month", "last month" and "older than retention" never rot.
+Everything here is written from the documents (docs/api.md 8-10, docs/storage.md 1, 2, 5, 7.2, 8,
+9), not from the implementation: message documents inserted straight into CouchDB follow
+docs/storage.md 5.8 (the shape the original callflow and our own create both write), and every
+timestamp is computed relative to now so that "this month", "last month" and "older than
+retention" never rot.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 LA = "America/Los_Angeles"
 REALM = "sip.example.net"
 DAY = 86_400
-# storage.md 8: days x 86400 + 3600, default 93 days.
+# docs/storage.md 8: days x 86400 + 3600, default 93 days.
 RETENTION_S = 93 * DAY + 3_600
 MAX_WINDOW_S = 2_682_000
 
-# storage.md 7.2: the nine summary members copied from metadata (plus `transcribed` when the doc
+# docs/storage.md 7.2: the nine summary members copied from metadata (plus `transcribed` when the
+# doc
 # has a top-level transcription result).
 SUMMARY_KEYS = {
     "timestamp", "from", "to", "caller_id_number", "caller_id_name", "call_id", "folder",
     "length", "media_id",
 }
-# api.md 9.9 example / storage.md 5.2: the metadata written by an API create.
+# docs/api.md 9.9 example / docs/storage.md 5.2: the metadata written by an API create.
 CREATE_METADATA_KEYS = SUMMARY_KEYS | {"from_user", "from_realm", "to_user", "to_realm"}
 
 RETENTION_MESSAGE = (
@@ -98,7 +100,8 @@ def older_than_retention(index: int = 0) -> int:
 
 
 def local_stamp(timestamp: int, zone: str = LA) -> str:
-    """`YYYY-MM-DD_HH-MM-SS` of a gregorian time in a zone, as in raw download names (D-10)."""
+    """`YYYY-MM-DD_HH-MM-SS` of a gregorian time in a zone, as in raw download names
+    (docs/decisions.md D-10)."""
     moment = datetime.fromtimestamp(gregorian.to_unix(timestamp), ZoneInfo(zone))
     return moment.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -311,7 +314,7 @@ async def insert_message(
     metadata: JsonObject | None = None,
     **top: Any,
 ) -> str:
-    """Write a message document straight into its MODB, as the callflow would (storage.md 5.8).
+    """Write a message document straight into its MODB, as the callflow would (docs/storage.md 5.8).
 
     `metadata` entries override the generated metadata (`None` removes a key); `top` entries
     override top-level fields (`None` removes a key). Returns the message id.

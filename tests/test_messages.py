@@ -1,5 +1,5 @@
-"""Message create (api.md 9.9) and the single-message endpoints (9.13-9.15), with the stored
-documents read back from CouchDB (storage.md 5)."""
+"""Message create (docs/api.md 9.9) and the single-message endpoints (9.13-9.15), with the stored
+documents read back from CouchDB (docs/storage.md 5)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ async def test_json_create_answers_201_with_location_and_metadata(
     assert data["caller_id_name"] == "someone"
     assert data["caller_id_number"] == "6001"
     assert data["folder"] == "new"
-    assert data["from"] == "someone@farfaraway.com"  # has an "@": unchanged (D-2)
+    assert data["from"] == "someone@farfaraway.com"  # has an "@": unchanged (docs/decisions.md D-2)
     assert data["from_user"] == "someone"
     assert data["from_realm"] == "farfaraway.com"
     assert data["to"] == f"3000@{REALM}"
@@ -110,7 +110,8 @@ async def test_create_without_timestamp_uses_now_and_its_month(
 
 async def test_id_month_is_the_utc_month_of_the_timestamp(api: Api, account: Tenant) -> None:
     box = await create_box(api, account)
-    # 2016-05-10T00:18:42Z: still May 9 in Los Angeles, but the id month is UTC (storage.md 1.4).
+    # 2016-05-10T00:18:42Z: still May 9 in Los Angeles, but the id month is UTC (docs/storage.md
+    # 1.4).
     data = await create_message(api, account, box, timestamp=63630058722)
     assert data["media_id"].startswith("201605-")
     assert data["timestamp"] == 63630058722
@@ -167,7 +168,7 @@ async def test_realm_is_appended_only_without_an_at_sign(api: Api, account: Tena
     data = await create_message(api, account, box,
                                 **{"from": "a@b.com", "to": "x@y@z.org"})
     assert (data["from"], data["from_user"], data["from_realm"]) == ("a@b.com", "a", "b.com")
-    # split at the FIRST "@" (storage.md 5.2)
+    # split at the FIRST "@" (docs/storage.md 5.2)
     assert (data["to"], data["to_user"], data["to_realm"]) == ("x@y@z.org", "x", "y@z.org")
 
 
@@ -210,7 +211,7 @@ async def test_stored_document_follows_the_storage_model(
     box = await create_box(api, account, "3001", timezone=LA)
     rid = request_id()
     before = now()
-    # storage.md 5.3 worked example: 63674208419 in LA is 2017-10-02 17:06:59 (unpadded H:M:S).
+    # docs/storage.md 5.3 worked example: 63674208419 in LA is 2017-10-02 17:06:59 (unpadded H:M:S).
     resp, body = await put_message(api, account, box, {"timestamp": 63674208419},
                                    **{"X-Request-ID": rid})
     after = now()
@@ -235,7 +236,7 @@ async def test_stored_document_follows_the_storage_model(
     assert doc["pvt_account_db"] == encoded_modb_of_id(account, message_id)
     assert doc["pvt_account_db"].endswith("-201710")
     assert "%2F" in doc["pvt_account_db"]
-    # API creates use now even with an old timestamp (storage.md 5.5)
+    # API creates use now even with an old timestamp (docs/storage.md 5.5)
     assert before <= doc["pvt_created"] <= after
     assert before <= doc["pvt_modified"] <= after
     assert doc["pvt_vsn"] == "1"
@@ -529,7 +530,7 @@ async def test_post_folder_from_the_query_string_and_default_saved(
     assert doc["metadata"]["folder"] == "deleted"
     assert "pvt_deleted" not in doc  # moving to the deleted folder is not a delete
     resp, body = await api.call("POST", path, account.token, {})
-    assert assert_success(resp, body)["folder"] == "saved"  # D-7
+    assert assert_success(resp, body)["folder"] == "saved"  # docs/decisions.md D-7
 
 
 async def test_post_unknown_folder_is_400(api: Api, account: Tenant, stores: Stores) -> None:
@@ -561,7 +562,7 @@ async def test_folder_change_keeps_pvt_modified_and_sets_auth_fields(
     assert after["pvt_created"] == before["pvt_created"]
     assert after["pvt_auth_account_id"] == account.id
     assert after["pvt_is_authenticated"] is True
-    # storage.md 5.7: a folder change copies the top-level transcription into metadata
+    # docs/storage.md 5.7: a folder change copies the top-level transcription into metadata
     assert after["metadata"]["transcription"] == transcription
     assert after["transcription"] == transcription
 
@@ -615,15 +616,15 @@ async def test_post_source_id_string_moves_the_message(
     assert moved["folder"] == "new"
     assert moved["to"] == f"2000@{REALM}"
     assert before <= moved["timestamp"] <= after
-    # the source is removed from CouchDB (the one hard delete, storage.md 5.6)
+    # the source is removed from CouchDB (the one hard delete, docs/storage.md 5.6)
     assert await stored(stores, account, source["media_id"]) is None
     doc = await must_stored(stores, account, new_id)
     assert doc["metadata"] == moved
-    assert doc["metadata"]["transcription"] == transcription  # copied in (storage.md 5.7)
+    assert doc["metadata"]["transcription"] == transcription  # copied in (docs/storage.md 5.7)
     assert doc["source_id"] == dest
     assert doc["history"] == [box]
     assert doc["metadata"]["media_id"] == new_id
-    assert doc["metadata"]["to_user"] == "1000"  # left as it was (storage.md 5.7)
+    assert doc["metadata"]["to_user"] == "1000"  # left as it was (docs/storage.md 5.7)
     assert doc["metadata"]["caller_id_number"] == "1001"
     assert before <= doc["utc_seconds"] <= after
     assert doc["pvt_created"] == source_doc["pvt_created"]
@@ -795,7 +796,8 @@ async def test_delete_of_another_boxs_message_is_404(
 async def test_get_of_a_doc_without_metadata_rebuilds_it(
     api: Api, account: Tenant, stores: Stores
 ) -> None:
-    """P-26: missing metadata is treated as {} and gets folder, media_id and timestamp."""
+    """docs/decisions.md P-26: missing metadata is treated as {} and gets folder, media_id and
+    timestamp."""
     box = await create_box(api, account)
     ts = this_month()
     message_id = await insert_message(stores, account, box, ts)
@@ -810,7 +812,8 @@ async def test_get_of_a_doc_without_metadata_rebuilds_it(
 async def test_message_time_falls_back_for_retention(
     api: Api, account: Tenant, stores: Stores
 ) -> None:
-    """D-9: utc_seconds, then metadata.timestamp, then pvt_created (first present, non-zero)."""
+    """docs/decisions.md D-9: utc_seconds, then metadata.timestamp, then pvt_created (first
+    present, non-zero)."""
     box = await create_box(api, account)
     old = older_than_retention()
     by_metadata = await insert_message(stores, account, box, this_month(), utc_seconds=None,
@@ -828,7 +831,7 @@ async def test_message_time_falls_back_for_retention(
 
 
 async def test_account_retention_override(api: Api, account: Tenant, stores: Stores) -> None:
-    """storage.md 8: configs_callflow voicemail.message_retention_duration (days) wins."""
+    """docs/storage.md 8: configs_callflow voicemail.message_retention_duration (days) wins."""
     await stores.couch.put_doc(account.db, {
         "_id": "configs_callflow", "voicemail": {"message_retention_duration": 10}})
     box = await create_box(api, account)
@@ -873,7 +876,7 @@ async def test_routes_around_messages(api: Api, account: Tenant) -> None:
     assert_error(resp, body, 405, "invalid_method")
     assert {"GET", "POST", "DELETE"} <= {
         m.strip() for m in resp.headers["Allow"].split(",")}
-    # D-15: the seed's /accounts/{A}/messages is not a route
+    # docs/decisions.md D-15: the seed's /accounts/{A}/messages is not a route
     resp, body = await api.call("PUT", f"/v2/accounts/{account.id}/messages", account.token,
                                 {"caller_id_number": "1"})
     assert assert_error(resp, body, 404, "not_found") == {"message": "not found"}

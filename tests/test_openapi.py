@@ -346,7 +346,7 @@ async def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
             # Generated ids: mostly unknown, malformed or hostile ones.
             Pass({"account_id": tenant.id}),
             # Schema-violating queries and bodies must get documented 4xx. The ids stay real:
-            # an "invalid" box id such as `messages` names another documented path (api.md 1).
+            # an "invalid" box id such as `messages` names another documented path (docs/api.md 1).
             Pass(for_negative, GenerationMode.NEGATIVE),
             # Success paths on a real box and message; this pass ends by deleting them.
             Pass(for_success, only_with=real_ids, bodies={("POST", zip_path): {

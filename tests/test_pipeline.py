@@ -1,4 +1,5 @@
-"""The request pipeline and envelope on every route: parsing, errors, CORS, verbs (api.md 2–7)."""
+"""The request pipeline and envelope on every route: parsing, errors, CORS, verbs (docs/api.md
+2–7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""User logins (api.md 6.3), users in account databases, `users create`, failed-login throttling."""
+"""User logins (docs/api.md 6.3), users in account databases, `users create`, failed-login
+throttling."""
 
 from __future__ import annotations
 
@@ -202,7 +203,8 @@ async def test_failed_logins_are_401(api: Api, make_account: MakeAccount, stores
         {"credentials": md5("alice:wrong"), "account_name": name},
         {"credentials": good, "account_name": f"Nobody {tag()}"},
         {"credentials": good},  # no account identifier at all
-        {"credentials": good, "phone_number": "+14155550100"},  # not supported (P-24)
+        # Not supported (docs/decisions.md P-24).
+        {"credentials": good, "phone_number": "+14155550100"},
         {"credentials": good, "account_name": name, "method": "sha256"},
         {"credentials": "", "account_name": name},
         {"credentials": 42, "account_name": name},

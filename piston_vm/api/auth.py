@@ -1,4 +1,4 @@
-"""Token endpoints: `PUT /v2/user_auth` and `PUT /v2/api_auth` (api.md 6.3–6.4), throttled."""
+"""Token endpoints: `PUT /v2/user_auth` and `PUT /v2/api_auth` (docs/api.md 6.3–6.4), throttled."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ async def user_auth(request: web.Request) -> web.StreamResponse:
         token, reply = await login_with_credentials(
             request.app[STORES], request.app[SETTINGS], login
         )
-    # The auth PUTs ignore any token sent with them (api.md 6.1), so none is echoed back.
+    # The auth PUTs ignore any token sent with them (docs/api.md 6.1), so none is echoed back.
     ctx.token = None
     return envelope.success(request, reply, status=HTTPStatus.CREATED, auth_token=token)
 

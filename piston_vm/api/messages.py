@@ -1,4 +1,5 @@
-"""Voicemail message endpoints (api.md 9.7–9.17): read the request, call the service, respond."""
+"""Voicemail message endpoints (docs/api.md 9.7–9.17): read the request, call the service,
+respond."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The URL table: every path, its methods and its body kind, in one place (api.md 1)."""
+"""The URL table: every path, its methods and its body kind, in one place (docs/api.md 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Voicemail box endpoints (api.md 9.1–9.6): read the request, call the service, respond."""
+"""Voicemail box endpoints (docs/api.md 9.1–9.6): read the request, call the service, respond."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`piston-vm migrate`: move legacy box messages into MODBs, one account or all (D-13, api 9.18)."""
+"""`piston-vm migrate`: move legacy box messages into MODBs, one account or all (docs/decisions.md
+D-13, api 9.18)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ async def run_migrate(
     stop: asyncio.Event | None = None,
 ) -> MigrationReport:
     """Migrate one account (or every account) in bulk: failed entries are retried regardless
-    of their tries (P-25). With `stop` set, boxes in progress finish and nothing new starts."""
+    of their tries (docs/decisions.md P-25). With `stop` set, boxes in progress finish and nothing
+    new starts."""
     if settings.couchdb is None:
         raise MigrateError("migrate needs --couchdb-url or PISTON_VM_COUCHDB_URL")
     if not all_accounts and (account_id is None or not is_account_id(account_id)):

@@ -24,7 +24,7 @@ class Call:
         return self.envelope.get("data", {})
 
     def value(self, name: str) -> Any:
-        """A request value: `data.X`, else the query string, else the envelope (api.md 3.3)."""
+        """A request value: `data.X`, else the query string, else the envelope (docs/api.md 3.3)."""
         data = self.data
         if isinstance(data, dict) and data.get(name) is not None:
             return data[name]

@@ -44,7 +44,7 @@ class CouchEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything configurable; defaults are the spec's (shared/spec/README.md)."""
+    """Everything configurable; the defaults are the platform's (README.md, "Configuration")."""
 
     couchdb: CouchEndpoint | None = None
     host: str = "127.0.0.1"
@@ -57,7 +57,8 @@ class Settings:
     max_pin_length: int = 6
     token_secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
     token_expiry_s: int = 3600
-    # Extra HS256 secrets accepted (never used to sign): tokens of a co-existing platform (P-24).
+    # Extra HS256 secrets accepted (never used to sign): tokens of a co-existing platform
+    # (docs/decisions.md P-24).
     token_verification_keys: tuple[str, ...] = field(default=(), repr=False)
     node_name: str = field(default_factory=lambda: f"piston_vm@{socket.gethostname()}")
     version: str = __version__

@@ -30,9 +30,9 @@ def private_part(doc: JsonObject) -> JsonObject:
 
 
 def stamp_auth(doc: JsonObject, call: Call, request_id: bool = True) -> None:
-    """The per-save fields that say who changed a document through the API (storage.md 4.2).
+    """The per-save fields that say who changed a document through the API (docs/storage.md 4.2).
 
-    Message folder changes and deletes leave `pvt_request_id` alone (storage.md 5.5).
+    Message folder changes and deletes leave `pvt_request_id` alone (docs/storage.md 5.5).
     """
     if request_id:
         doc["pvt_request_id"] = call.request_id
@@ -59,7 +59,8 @@ def deep_merge(stored: JsonObject, patch: JsonObject) -> JsonObject:
 
 
 def mark_deleted(message: JsonObject, call: Call) -> None:
-    """Message delete: folder `deleted` plus soft delete; `pvt_modified` stays (storage.md 5.7)."""
+    """Message delete: folder `deleted` plus soft delete; `pvt_modified` stays (docs/storage.md
+    5.7)."""
     metadata = message.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}

@@ -163,7 +163,7 @@ def unspecified_fault(cause: str | None = None) -> ApiError:
 
 
 class DatastoreError(ApiError):
-    """CouchDB could not do what we asked: always a 503 (decision P-16)."""
+    """CouchDB could not do what we asked: always a 503 (docs/decisions.md P-16)."""
 
 
 def datastore_unreachable() -> DatastoreError:

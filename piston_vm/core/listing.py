@@ -1,4 +1,4 @@
-"""Listing machinery for every list endpoint: paging, cursors, order, filters (api.md 8)."""
+"""Listing machinery for every list endpoint: paging, cursors, order, filters (docs/api.md 8)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """Our own cursor, or (decision P-6) any other value used as a raw view start key."""
+        """Our own cursor, or (docs/decisions.md P-6) any other value used as a raw view
+        start key."""
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             payload = json.loads(raw)
@@ -96,7 +97,8 @@ def paging(call: Call, default_page_size: int) -> Paging:
 
 
 def descending(query: Mapping[str, str], default: bool) -> bool:
-    """`descending=true`/`ascending=false` → descending; the reverse → ascending (P-7)."""
+    """`descending=true`/`ascending=false` → descending; the reverse → ascending (docs/decisions.md
+    P-7)."""
     wants_desc = query.get("descending") == "true" or query.get("ascending") == "false"
     wants_asc = query.get("ascending") == "true" or query.get("descending") == "false"
     if wants_desc:

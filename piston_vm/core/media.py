@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from piston_vm.core import errors, gregorian
 
-# storage.md 5.4: the extension an attachment name gets from its upload's content type.
+# docs/storage.md 5.4: the extension an attachment name gets from its upload's content type.
 _EXTENSIONS = {
     "audio/mp3": "mp3",
     "audio/mpeg": "mp3",
@@ -52,7 +52,7 @@ def content_type_for_extension(ext: str) -> str:
 
 
 def attachment_name(filename: str | None, content_type: str, now_gregorian_s: int) -> str:
-    """The inline attachment's name (storage.md 5.4)."""
+    """The inline attachment's name (docs/storage.md 5.4)."""
     name = _clean_attachment_name(filename or "")
     if not name:
         name = f"uploaded_file_{now_gregorian_s}"
@@ -112,7 +112,7 @@ def _position(digits: str) -> int:
 
 
 def answer_range(header: str | None, length: int) -> RangeAnswer:
-    """The Range table of api.md 9.16 for a file of `length` bytes.
+    """The Range table of docs/api.md 9.16 for a file of `length` bytes.
 
     An empty file (length 0) has no valid `first-last` span, so its 200 answers carry no
     Content-Range even when a Range header came; `bytes=S-` on it is 416 like any S >= L.
@@ -149,7 +149,8 @@ def _zone(name: str | None) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        # Unknown, malformed ("../x") or unreadable keys: UTC, as D-10 says for unknown zones.
+        # Unknown, malformed ("../x") or unreadable keys: UTC, as docs/decisions.md D-10 says for
+        # unknown zones.
         return UTC
 
 
@@ -171,7 +172,8 @@ def download_filename(
     timezone: str | None,
     attachment_name: str,
 ) -> str:
-    """`<cid>_<YYYY-MM-DD>_<HH-MM-SS><.ext>` (D-10), also the ZIP entry name (9.12).
+    """`<cid>_<YYYY-MM-DD>_<HH-MM-SS><.ext>` (docs/decisions.md D-10), also the ZIP entry name
+    (9.12).
 
     A missing (or unrepresentable) timestamp uses the current time: the name stays well-formed.
     """
@@ -226,7 +228,7 @@ def content_disposition(filename: str) -> str:
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """P-14: a name already used gets `_2`, `_3`, … before its extension.
+    """docs/decisions.md P-14: a name already used gets `_2`, `_3`, … before its extension.
 
     Names compare case-insensitively: Windows and macOS extract `A.mp3` over `a.mp3`.
     """

@@ -1,4 +1,5 @@
-"""HS256 JSON Web Tokens: the platform's auth tokens (api.md 6.2, decision P-24)."""
+"""HS256 JSON Web Tokens: the platform's auth tokens (docs/api.md 6.2, docs/decisions.md
+P-24)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """JSON Schema validation in the platform's shape: coercion, defaults, per-field error details.
 
 Schemas are draft-04 files in schemas/, loaded once at startup. Errors are keyed by field path
-(api.md 5.3) with one entry per failed rule, so a client can show every problem at once.
+(docs/api.md 5.3) with one entry per failed rule, so a client can show every problem at once.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 
 CHUNK_BYTES = 256 * 1024
-# Read-modify-write steps re-read and retry this many times on a CouchDB 409 (storage.md 10).
+# Read-modify-write steps re-read and retry this many times on a CouchDB 409 (docs/storage.md 10).
 SAVE_ATTEMPTS = 3
 NO_AUDIO_CAUSE = "voicemail message does not have any audio file"
 
@@ -64,7 +64,8 @@ class AudioSource:
 
 
 def _pick_inline(attachments: JsonObject) -> str | None:
-    """P-13: the attachment with the highest revpos; on a tie the first by name."""
+    """docs/decisions.md P-13: the attachment with the highest revpos; on a tie the first by
+    name."""
     if not attachments:
         return None
     return sorted(attachments, key=lambda n: (-int(attachments[n].get("revpos", 0) or 0), n))[0]
@@ -82,7 +83,8 @@ class AudioService:
         self.stores = stores
 
     async def source(self, located: Located) -> AudioSource | None:
-        """The message's audio, or None when it has none (external stores answer 500, P-29)."""
+        """The message's audio, or None when it has none (external stores answer 500,
+        docs/decisions.md P-29)."""
         doc = located.doc
         attachments = doc.get("_attachments")
         if isinstance(attachments, dict) and (name := _pick_inline(attachments)):

@@ -1,4 +1,4 @@
-"""Logins that issue tokens (api.md 6.3–6.4)."""
+"""Logins that issue tokens (docs/api.md 6.3–6.4)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ _HASH_RE: dict[HashMethod, re.Pattern[str]] = {
 
 
 async def reseller_id(stores: Stores, account: Account) -> str:
-    """`pvt_reseller_id`, else the nearest reseller ancestor, else the tree's root (api.md 6.3)."""
+    """`pvt_reseller_id`, else the nearest reseller ancestor, else the tree's root (docs/api.md
+    6.3)."""
     explicit = account.doc.get("pvt_reseller_id")
     if isinstance(explicit, str) and explicit:
         return explicit
@@ -43,7 +44,7 @@ def _language(*candidates: Any) -> str:
 async def account_reply(
     stores: Stores, account: Account, user: JsonObject | None = None
 ) -> JsonObject:
-    """The login reply (api.md 6.3); with `user`, its `owner_id` and language come first."""
+    """The login reply (docs/api.md 6.3); with `user`, its `owner_id` and language come first."""
     reply: JsonObject = {"account_id": account.id}
     if user is not None:
         reply["owner_id"] = user["_id"]
@@ -73,7 +74,7 @@ async def login_with_api_key(
 
 @dataclass(frozen=True, slots=True)
 class UserLogin:
-    """A `user_auth` request: the credentials hash and how to find the account (api.md 6.3)."""
+    """A `user_auth` request: the credentials hash and how to find the account (docs/api.md 6.3)."""
 
     credentials: str
     method: HashMethod | None  # None: a method the platform does not know, which cannot match
@@ -108,7 +109,8 @@ def parse_user_login(data: Any) -> UserLogin:
             "message": "Field is required but missing", "value": "credentials"})
     method = fields.get("method")
     method = "md5" if method is None else str(method).lower()
-    # phone_number is not supported (P-24): it never finds an account, so realm and name decide.
+    # phone_number is not supported (docs/decisions.md P-24): it never finds an account, so realm
+    # and name decide.
     return UserLogin(
         credentials=credentials.lower() if isinstance(credentials, str) else "",
         method="md5" if method == "md5" else "sha" if method == "sha" else None,

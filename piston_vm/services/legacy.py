@@ -1,4 +1,5 @@
-"""Legacy (pre-4.0) box `messages` entries moved into MODB messages (storage.md 6, D-13, P-25)."""
+"""Legacy (pre-4.0) box `messages` entries moved into MODB messages (docs/storage.md 6,
+D-13, P-25)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 
-# Read-modify-write of the box re-reads and retries this many times on a 409 (storage.md 10).
+# Read-modify-write of the box re-reads and retries this many times on a 409 (docs/storage.md 10).
 SAVE_ATTEMPTS = 3
 # Boxes of one account migrated at once by migrate_account: enough to hide round-trip latency,
 # few enough not to crowd out the requests the service is answering meanwhile.
@@ -68,7 +69,7 @@ class MigrationReport:
         self.skipped += other.skipped
 
     def as_dict(self) -> JsonObject:
-        """The command's summary; `succeeded` and `no_id` are the names api.md 9.18 uses."""
+        """The command's summary; `succeeded` and `no_id` are the names docs/api.md 9.18 uses."""
         return {
             "processed": self.processed,
             "migrated": self.migrated,
@@ -137,7 +138,8 @@ def migration_tries(element: Any) -> int:
 
 
 def lazily_exhausted(element: Any, retry_limit: int) -> bool:
-    """P-25: a lazy pass leaves a failed element alone once it has used its tries."""
+    """docs/decisions.md P-25: a lazy pass leaves a failed element alone once it has used its
+    tries."""
     return (
         isinstance(element, dict)
         and bool(element.get("migration_error"))
@@ -148,7 +150,7 @@ def lazily_exhausted(element: Any, retry_limit: int) -> bool:
 def message_time(
     element: JsonObject, media: JsonObject | None, box: JsonObject, now: int
 ) -> tuple[int, bool]:
-    """storage.md 6.2 step 1: (T, whether a re-run is sure to compute the same T)."""
+    """docs/storage.md 6.2 step 1: (T, whether a re-run is sure to compute the same T)."""
     if (time := as_time(element.get("timestamp"))) is not None:
         return time, True
     if media is not None:
@@ -180,7 +182,7 @@ def migrated_document(
     zone_name: str,
     node_name: str,
 ) -> tuple[DbName, JsonObject]:
-    """storage.md 6.2 steps 2–4: the MODB and the document one legacy element becomes."""
+    """docs/storage.md 6.2 steps 2–4: the MODB and the document one legacy element becomes."""
     modb = account.db.modb(*gregorian.utc_month(time))
     new_id = migrated_id(time, old_id)
     metadata = {k: v for k, v in element.items() if k not in _BOOKKEEPING_KEYS}
@@ -278,7 +280,8 @@ class LegacyMigrator:
         self._clean_boxes: dict[tuple[str, str], float] = {}
 
     async def prepare_box(self, account: Account, box: JsonObject) -> JsonObject:
-        """Before a message operation: migrate the loaded box's pending entries (D-13).
+        """Before a message operation: migrate the loaded box's pending entries (docs/decisions.md
+        D-13).
 
         Returns the box as it is afterwards. Costs nothing when the box has no legacy array.
         """
@@ -298,7 +301,8 @@ class LegacyMigrator:
         return self._clean_boxes.get((account.id, box_id), 0.0) > time.monotonic()
 
     async def prepare_account(self, account: Account) -> None:
-        """Before the account-wide listing (P-25); remembered briefly when nothing is pending."""
+        """Before the account-wide listing (docs/decisions.md P-25); remembered briefly when
+        nothing is pending."""
         now = time.monotonic()
         if self._clean_accounts.get(account.id, 0.0) > now:
             return
@@ -382,7 +386,7 @@ class LegacyMigrator:
         succeeded -= failures.keys()
         removed_ids = {str(elements[i]["media_id"]) for i in succeeded}
         # A bulk retry that fails again as recorded leaves the entry alone: only lazy passes
-        # need the count (P-25), and re-running the command must change nothing.
+        # need the count (docs/decisions.md P-25), and re-running the command must change nothing.
         annotate = [(elements[i], reason) for i, reason in failures.items()
                     if isinstance(elements[i], dict)
                     and (lazy or elements[i].get("migration_error") != reason)]
@@ -526,7 +530,8 @@ class LegacyMigrator:
         return found
 
     async def resolve_old_id(self, account: Account, box_id: str, old_id: str) -> str | None:
-        """P-25: the live message of the box whose id is `YYYYMM-<old_id>`, or None.
+        """docs/decisions.md P-25: the live message of the box whose id is `YYYYMM-<old_id>`, or
+        None.
 
         Call it after migrate_box. An id already of the current format comes back unchanged.
         """

@@ -1,4 +1,5 @@
-"""Message documents as the platform stores and shows them (storage.md 5, 8; api.md 9.8–9.13)."""
+"""Message documents as the platform stores and shows them (docs/storage.md 5, 8; docs/api.md
+9.8–9.13)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def new_message_id(year: int, month: int) -> str:
 
 
 def message_time(doc: JsonObject) -> int | None:
-    """D-9: the first present, non-zero of utc_seconds, metadata.timestamp, pvt_created."""
+    """docs/decisions.md D-9: the first present, non-zero of utc_seconds, metadata.timestamp,
+    pvt_created."""
     metadata = doc.get("metadata")
     candidates = (
         doc.get("utc_seconds"),
@@ -70,7 +72,7 @@ def message_name(mailbox: Any, gregorian_s: int, zone_name: str) -> str:
 
 
 def with_realm(value: str, realm: str | None) -> str:
-    """D-2: append the account realm only when the value has no `@`."""
+    """docs/decisions.md D-2: append the account realm only when the value has no `@`."""
     return value if "@" in value else f"{value}@{realm or 'nodomain'}"
 
 
@@ -105,7 +107,7 @@ def public_metadata(doc: JsonObject, retention_timestamp: int) -> JsonObject:
 
 
 def add_retention_marks(target: JsonObject) -> None:
-    """Shown on old messages, never written (decision P-9)."""
+    """Shown on old messages, never written (docs/decisions.md P-9)."""
     target["folder"] = "deleted"
     target["retention"] = "enforced"
     target["retention_message"] = RETENTION_MESSAGE
@@ -128,7 +130,7 @@ def copy_for_box(
     realm: str | None,
     now: int,
 ) -> JsonObject:
-    """The document a move or copy writes into box `box` (storage.md 5.7)."""
+    """The document a move or copy writes into box `box` (docs/storage.md 5.7)."""
     doc = {k: v for k, v in source.items()
            if k not in ("_rev", "id", "_attachments", "pvt_attachments")}
     doc["_id"] = new_id

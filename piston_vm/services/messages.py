@@ -1,4 +1,4 @@
-"""Voicemail message use cases (api.md 9.7–9.17): create, list, fetch, change, move, delete.
+"""Voicemail message use cases (docs/api.md 9.7–9.17): create, list, fetch, change, move, delete.
 
 Nothing is lost: a move writes the copy (audio included and verified) before it removes the
 source, and a retried move finds its earlier copy by its deterministic id instead of making a
@@ -37,7 +37,7 @@ SCHEMA = "vmbox_messages"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # A create retried with the same Idempotency-Key within this long returns the first message.
 IDEMPOTENCY_WINDOW_S = 24 * 3600
-# Read-modify-write updates re-read and retry this many times on a CouchDB 409 (storage.md 10).
+# Read-modify-write updates re-read and retry this many times on a CouchDB 409 (docs/storage.md 10).
 SAVE_ATTEMPTS = 3
 _MAX_ID_CHARS = 200
 
@@ -48,7 +48,7 @@ class BulkResult:
     failed: list[tuple[str, str]]
 
     def as_data(self) -> JsonObject:
-        """D-1: `failed` is a list of one-key objects; empty lists are omitted."""
+        """docs/decisions.md D-1: `failed` is a list of one-key objects; empty lists are omitted."""
         data: JsonObject = {}
         if self.succeeded:
             data["succeeded"] = self.succeeded
@@ -72,7 +72,7 @@ class ListPage:
 
 
 def folder_value(value: Any) -> str:
-    """D-7: a missing folder means `saved`; an unknown one is a 400."""
+    """docs/decisions.md D-7: a missing folder means `saved`; an unknown one is a 400."""
     if value is None or value == "":
         return "saved"
     if value not in docs.FOLDERS:
@@ -83,7 +83,7 @@ def folder_value(value: Any) -> str:
 
 
 def message_ids(data: Any) -> list[str]:
-    """`data.messages`: a non-empty array of ids, else 400 messages.required (api.md 9.10)."""
+    """`data.messages`: a non-empty array of ids, else 400 messages.required (docs/api.md 9.10)."""
     ids = data.get("messages") if isinstance(data, dict) else None
     if not isinstance(ids, list) or not ids:
         raise errors.validation_error("messages", "required", {
@@ -112,12 +112,13 @@ class MessageService(Service):
     # -- shared lookups ------------------------------------------------------------------
 
     async def load_box(self, account: Account, box_id: str) -> JsonObject:
-        """The box (404 otherwise), with its legacy messages migrated first (D-13)."""
+        """The box (404 otherwise), with its legacy messages migrated first (docs/decisions.md
+        D-13)."""
         return await self.migrator.prepare_box(account, await self.live_box(account, box_id))
 
     async def prepare(self, account: Account, box_id: str) -> None:
         """Before any message operation on a box: settle moves a crash left unfinished, and
-        migrate the box's legacy messages (D-13)."""
+        migrate the box's legacy messages (docs/decisions.md D-13)."""
         await self.repair_moves(account)
         if not is_box_id(box_id) or self.migrator.box_known_clean(account, box_id):
             return
@@ -126,7 +127,8 @@ class MessageService(Service):
             await self.migrator.prepare_box(account, box)
 
     async def current_id(self, account: Account, box_id: str, message_id: str) -> str:
-        """P-25: an old media id (no YYYYMM- prefix) names the message it was migrated into."""
+        """docs/decisions.md P-25: an old media id (no YYYYMM- prefix) names the message it was
+        migrated into."""
         if message_month(message_id) is not None or len(message_id) > _MAX_ID_CHARS:
             return message_id
         return await self.migrator.resolve_old_id(account, box_id, message_id) or message_id
@@ -135,7 +137,7 @@ class MessageService(Service):
         return gregorian.now() - await self.stores.accounts.retention_s(account, self.settings)
 
     async def locate(self, account: Account, box_id: str, message_id: str) -> Located:
-        """The fetch rule of api.md 9.13: live, a message, and owned by the box; else 404."""
+        """The fetch rule of docs/api.md 9.13: live, a message, and owned by the box; else 404."""
         await self.prepare(account, box_id)
         message_id = await self.current_id(account, box_id, message_id)
         month = message_month(message_id) if len(message_id) <= _MAX_ID_CHARS else None
@@ -153,7 +155,8 @@ class MessageService(Service):
         return Located(modb, doc)
 
     async def fix_folder(self, found: Located) -> Located:
-        """D-11 and P-26: a message without a folder (or metadata) gets one, and is saved."""
+        """D-11 and P-26: a message without a folder (or
+        metadata) gets one, and is saved."""
         doc = found.doc
         metadata = doc.get("metadata")
         if isinstance(metadata, dict) and metadata.get("folder"):
@@ -176,7 +179,8 @@ class MessageService(Service):
     async def _update(
         self, found: Located, change: Callable[[JsonObject], None]
     ) -> JsonObject:
-        """Apply `change` and save, re-reading on conflict (storage.md 10); 409 after retries."""
+        """Apply `change` and save, re-reading on conflict (docs/storage.md 10); 409 after
+        retries."""
         doc = dict(found.doc)
         for _ in range(SAVE_ATTEMPTS):
             change(doc)
@@ -204,7 +208,7 @@ class MessageService(Service):
     async def build_new(
         self, call: Call, account: Account, box: JsonObject, fields: JsonObject
     ) -> tuple[DbName, JsonObject]:
-        """The document of an API create (storage.md 5.1–5.5, api.md 9.9)."""
+        """The document of an API create (docs/storage.md 5.1–5.5, docs/api.md 9.9)."""
         now = gregorian.now()
         time = fields.get("timestamp") or now
         month = gregorian.utc_month(time)
@@ -323,7 +327,7 @@ class MessageService(Service):
         return docs.public_metadata(found.doc, await self.retention_timestamp(account))
 
     async def check_changeable(self, account: Account, found: Located) -> None:
-        """D-8: only deletes may touch a message older than retention."""
+        """docs/decisions.md D-8: only deletes may touch a message older than retention."""
         cutoff = await self.retention_timestamp(account)
         if docs.is_older_than(found.doc, cutoff):
             raise errors.validation_error(found.id, "date_range", {
@@ -360,14 +364,14 @@ class MessageService(Service):
     async def _destination_boxes(
         self, account: Account, target: str | list[str]
     ) -> dict[str, JsonObject]:
-        """P-12: every destination box is loaded before anything changes."""
+        """docs/decisions.md P-12: every destination box is loaded before anything changes."""
         ids = [target] if isinstance(target, str) else target
         return {box_id: await self.load_box(account, box_id) for box_id in ids}
 
     # -- lists -----------------------------------------------------------------------------
 
     async def window(self, call: Call, account: Account) -> Window:
-        """The `created_from`…`created_to` window of api.md 8.4."""
+        """The `created_from`…`created_to` window of docs/api.md 8.4."""
         def positive(name: str) -> int | None:
             raw = call.value(name)
             try:
@@ -393,7 +397,7 @@ class MessageService(Service):
     async def listing(
         self, call: Call, account: Account, box_id: str | None
     ) -> ListPage:
-        """A box's messages (box_id) or the whole account's, across MODBs (api.md 9.7, 9.8)."""
+        """A box's messages (box_id) or the whole account's, across MODBs (docs/api.md 9.7, 9.8)."""
         page = paging(call, self.settings.page_size)
         window = await self.window(call, account)
         if box_id is None:
@@ -546,7 +550,8 @@ class MessageService(Service):
     async def box_messages(
         self, account: Account, box_id: str, folder: str | None = None
     ) -> list[Located]:
-        """Every live message of the box in every MODB, whatever its age (P-11, P-30)."""
+        """Every live message of the box in every MODB, whatever its age (docs/decisions.md P-11,
+        docs/decisions.md P-30)."""
         found: list[Located] = []
         for modb in await self.stores.messages.all_modbs(account.db):
             ids = await self.stores.messages.box_message_ids(modb, box_id)
@@ -558,7 +563,8 @@ class MessageService(Service):
         return found
 
     async def delete_all_of_box(self, call: Call, account: Account, box_id: str) -> None:
-        """Box delete takes every message of the box with it (D-16, P-30).
+        """Box delete takes every message of the box with it (docs/decisions.md D-16,
+        docs/decisions.md P-30).
 
         Legacy entries are migrated first; any that fail stay inside the soft-deleted box.
         """
@@ -607,7 +613,7 @@ class MessageService(Service):
         return succeeded, failed
 
     async def for_zip(self, account: Account, box_id: str, ids: list[str]) -> list[Located]:
-        """Validate every id before a byte is sent (api.md 9.12); duplicates once."""
+        """Validate every id before a byte is sent (docs/api.md 9.12); duplicates once."""
         found, missing = await self._locate_many(account, box_id, ids)
         if missing:
             raise errors.bad_identifier(missing[0][0])

@@ -1,4 +1,4 @@
-"""A box's time zone: box, owner, account chain, system default (storage.md 2.2)."""
+"""A box's time zone: box, owner, account chain, system default (docs/storage.md 2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Voicemail box use cases: validate, shape stored documents, list with counts (api.md 9.1–9.6)."""
+"""Voicemail box use cases: validate, shape stored documents, list with counts (docs/api.md
+9.1–9.6)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class SavedBox:
 
 
 def public_box(doc: JsonObject) -> JsonObject:
-    """What clients see: public keys, `id`, and a stored `_read_only` object (api.md 9.3)."""
+    """What clients see: public keys, `id`, and a stored `_read_only` object (docs/api.md 9.3)."""
     public = {k: v for k, v in doc.items() if not is_private(k) and k != "messages"}
     if isinstance(doc.get("_read_only"), dict):
         public["_read_only"] = doc["_read_only"]
@@ -74,7 +75,7 @@ def _client_data(data: Any) -> JsonObject:
 
 
 async def _retrying(attempt: Callable[[], Awaitable[SavedBox]]) -> SavedBox:
-    """Read-modify-write with a fresh read after a 409, a few times (storage.md 10)."""
+    """Read-modify-write with a fresh read after a 409, a few times (docs/storage.md 10)."""
     for number in range(SAVE_ATTEMPTS):
         try:
             return await attempt()
@@ -103,7 +104,8 @@ class VmboxService(Service):
     async def _validate(
         self, account: Account, public: JsonObject, box_id: str | None
     ) -> JsonObject:
-        """Uniqueness first, then the schema; every error is reported in one 400 (api.md 9.2)."""
+        """Uniqueness first, then the schema; every error is reported in one 400 (docs/api.md
+        9.2)."""
         unique_errors: JsonObject = {}
         if "mailbox" in public:
             number = mailbox_number(public["mailbox"])
@@ -166,7 +168,7 @@ class VmboxService(Service):
     async def _save_public(
         self, call: Call, account: Account, stored: JsonObject, public: JsonObject
     ) -> SavedBox:
-        # Every private key survives, and so does the legacy `messages` array (storage.md 4.4).
+        # Every private key survives, and so does the legacy `messages` array (docs/storage.md 4.4).
         doc = {k: v for k, v in stored.items() if is_private(k) or k == "messages"}
         doc.update(public)
         self._stamp(doc, account, call)
@@ -191,7 +193,8 @@ class VmboxService(Service):
     async def listing(
         self, call: Call, account: Account
     ) -> tuple[list[JsonObject], Cursor | None, str | None, bool]:
-        """(rows, next cursor, echoed start_key, paginated) in name order (D-6)."""
+        """(rows, next cursor, echoed start_key, paginated) in name order (docs/decisions.md
+        D-6)."""
         page = paging(call, self.settings.page_size)
         filters = build_filters(call.query)
         desc = descending(call.query, default=False)
@@ -213,7 +216,7 @@ class VmboxService(Service):
         return values, next_cursor, page.start_key, page.paginate
 
     async def _add_counts(self, account: Account, rows: list[JsonObject]) -> None:
-        """`messages` and `folders` from the MODBs inside the retention window (api.md 9.1)."""
+        """`messages` and `folders` from the MODBs inside the retention window (docs/api.md 9.1)."""
         if not rows:
             return
         now = gregorian.now()

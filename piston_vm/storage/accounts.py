@@ -1,4 +1,5 @@
-"""Accounts: the read side the API needs, plus creation for the CLI and tests (storage.md 3)."""
+"""Accounts: the read side the API needs, plus creation for the CLI and tests (docs/storage.md
+3)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _path(doc: JsonObject | None, *keys: str) -> Any:
 
 
 def _positive_int(value: Any) -> int | None:
-    # Only a JSON integer counts (storage.md 8): "30" or 30.5 fall through to the next source.
+    # Only a JSON integer counts (docs/storage.md 8): "30" or 30.5 fall through to the next source.
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None

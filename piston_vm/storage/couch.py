@@ -2,7 +2,7 @@
 
 aiocouch covers server-level chores (see storage/admin.py); the request paths here go straight to
 CouchDB because aiocouch cannot stream attachments, query reduces or `_all_docs` of databases whose
-names contain "/" (shared/spec/couchdb-notes.md), and because every extra round trip shows up in
+names contain "/" (docs/storage.md 1.2), and because every extra round trip shows up in
 the latency ratio against CouchDB itself.
 """
 

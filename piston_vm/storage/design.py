@@ -1,4 +1,5 @@
-"""Design documents from couchdb/: load once, install, never overwrite a view (storage.md 7)."""
+"""Design documents from couchdb/: load once, install, never overwrite a view (docs/storage.md
+7)."""
 
 from __future__ import annotations
 

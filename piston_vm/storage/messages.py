@@ -1,4 +1,4 @@
-"""Voicemail message documents in the monthly databases (storage.md 5, 7.2, 9)."""
+"""Voicemail message documents in the monthly databases (docs/storage.md 5, 7.2, 9)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class MessageStore:
         return await self.couch.get_doc(modb.unencoded, message_id)
 
     async def create(self, modb: DbName, doc: JsonObject) -> None:
-        """Save a new message, creating its MODB (and design docs) first when needed (D-12)."""
+        """Save a new message, creating its MODB (and design docs) first when needed
+        (docs/decisions.md D-12)."""
         await self.databases.ensure_modb(modb, create=True)
         try:
             await self.couch.put_doc(modb.unencoded, doc)

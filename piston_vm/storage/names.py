@@ -1,4 +1,4 @@
-"""Account database and MODB names in their three spellings (storage.md 1.2–1.4); pure."""
+"""Account database and MODB names in their three spellings (docs/storage.md 1.2–1.4); pure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""User documents and the login lookups over them (storage.md 3): realm, name, credential hash."""
+"""User documents and the login lookups over them (docs/storage.md 3): realm, name, credential
+hash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Voicemail box documents in the account database (storage.md 4) and the `vmboxes` views."""
+"""Voicemail box documents in the account database (docs/storage.md 4) and the `vmboxes` views."""
 
 from __future__ import annotations
 

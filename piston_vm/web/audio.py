@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 async def audio_response(
     request: web.Request, audio: AudioService, source: AudioSource, filename_header: str
 ) -> web.StreamResponse:
-    """Stream the audio with the platform's headers and Range table (api.md 9.16)."""
+    """Stream the audio with the platform's headers and Range table (docs/api.md 9.16)."""
     answer = answer_range(request.headers.get("Range"), source.length)
     response = web.StreamResponse(status=answer.status)
     response.headers["Content-Type"] = source.content_type
@@ -51,7 +51,8 @@ class ZipEntry:
 async def zip_response(
     request: web.Request, audio: AudioService, entries: list[ZipEntry], filename: str
 ) -> web.StreamResponse:
-    """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (D-5, P-14)."""
+    """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (docs/decisions.md
+    D-5, P-14)."""
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = "application/zip"
     response.headers["Content-Disposition"] = content_disposition(filename)

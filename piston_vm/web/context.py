@@ -1,4 +1,4 @@
-"""What the pipeline learns about one request, for handlers to read (api.md 2 and 3)."""
+"""What the pipeline learns about one request, for handlers to read (docs/api.md 2 and 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The only owner of the platform's response and error JSON shapes (api.md 4 and 5)."""
+"""The only owner of the platform's response and error JSON shapes (docs/api.md 4 and 5)."""
 
 from __future__ import annotations
 

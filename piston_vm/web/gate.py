@@ -1,4 +1,4 @@
-"""The gate in front of every account path: account check, token, scope (api.md 2, 6)."""
+"""The gate in front of every account path: account check, token, scope (docs/api.md 2, 6)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
 
 
 def token_of(request: web.Request) -> str | None:
-    """X-Auth-Token, else the request value auth_token, else a Bearer token (api.md 6.1)."""
+    """X-Auth-Token, else the request value auth_token, else a Bearer token (docs/api.md 6.1)."""
     ctx = request[CONTEXT]
     header = request.headers.get("X-Auth-Token", "").strip()
     if header:

@@ -1,4 +1,5 @@
-"""Request pipeline (api.md 2): request id, errors → envelope, v1, preflight, body, verb tunnel."""
+"""Request pipeline (docs/api.md 2): request id, errors → envelope, v1, preflight, body, verb
+tunnel."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ CORS_ALLOW_HEADERS = (
     "content-type, depth, user-agent, x-http-method-override, x-file-size, x-requested-with, "
     "if-modified-since, x-file-name, cache-control, x-auth-token, if-match"
 )
-# retry-after lets browser clients read the login throttle's wait (api.md lists the rest).
+# retry-after lets browser clients read the login throttle's wait (docs/api.md lists the rest).
 CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, location, etag, retry-after"
 
 
@@ -125,7 +126,8 @@ async def read_body(request: web.Request, limit_bytes: int) -> bytes:
 
 
 def parse_envelope(raw: bytes, form_fallback: bool) -> dict[str, Any]:
-    """JSON envelope with lowercased keys; form bodies fall back to key=value pairs (api.md 3.2)."""
+    """JSON envelope with lowercased keys; form bodies fall back to key=value pairs (docs/api.md
+    3.2)."""
     if not raw.strip():
         return {}
     try:

@@ -54,7 +54,8 @@ _SUBSCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf"})
 _DROPPED_KEYWORDS = frozenset({"$schema", "id"})
 
 _JSON = "application/json"
-# Mailbox numbers are compared as integers, so only integer strings are valid (D-18).
+# Mailbox numbers are compared as integers, so only integer strings are valid (docs/decisions.md
+# D-18).
 MAILBOX_PATTERN = "^[+-]?[0-9]+$"
 _ERROR_REF = "#/components/schemas/ErrorEnvelope"
 _SUCCESS_REF = "#/components/schemas/SuccessEnvelope"
@@ -130,11 +131,13 @@ def _type_list(types: list[str]) -> JsonObject:
 
 def _without_required(schema: JsonObject) -> JsonObject:
     partial = {k: v for k, v in schema.items() if k != "required"}
-    partial["description"] = "Any subset of the box fields; `null` removes a field (api.md 9.5)"
+    partial["description"] = (
+        "Any subset of the box fields; `null` removes a field (docs/api.md 9.5)")
     return partial
 
 
-# -- shapes the service owns (api.md 4, 5, 9, 10) -----------------------------------------------
+# -- shapes the service owns (docs/api.md 4, 5, 9, 10)
+# -----------------------------------------------
 
 
 def _own_schemas() -> JsonObject:
@@ -156,7 +159,7 @@ def _own_schemas() -> JsonObject:
     return {
         "SuccessEnvelope": {
             "type": "object",
-            "description": "Every JSON success answer (api.md 4.1)",
+            "description": "Every JSON success answer (docs/api.md 4.1)",
             "required": ["status", "data", "request_id", "timestamp", "node"],
             "additionalProperties": False,
             "properties": {
@@ -170,7 +173,7 @@ def _own_schemas() -> JsonObject:
                 "version": string,
                 "node": string,
                 "page_size": {"type": "integer", "minimum": 0,
-                              "description": "Number of items in `data` (P-3)"},
+                              "description": "Number of items in `data` (docs/decisions.md P-3)"},
                 "start_key": {"type": "string", "description": "Echo of the request's start_key"},
                 "next_start_key": {"type": "string",
                                    "description": "Opaque cursor; present only when more exist"},
@@ -181,13 +184,13 @@ def _own_schemas() -> JsonObject:
         },
         "ErrorEnvelope": {
             "type": "object",
-            "description": "Every error answer, /raw and ZIP requests included (api.md 5.1)",
+            "description": "Every error answer, /raw and ZIP requests included (docs/api.md 5.1)",
             "required": ["status", "error", "message", "data", "request_id"],
             "additionalProperties": False,
             "properties": {
                 "status": {"type": "string", "enum": ["error"]},
                 "error": {"type": "string", "pattern": "^[1-5][0-9][0-9]$",
-                          "description": "The HTTP status as a string (D-19)"},
+                          "description": "The HTTP status as a string (docs/decisions.md D-19)"},
                 "message": string,
                 "data": {"type": "object"},
                 "request_id": string,
@@ -200,10 +203,10 @@ def _own_schemas() -> JsonObject:
             "allOf": [component_ref("vmboxes")],
             "properties": {"id": {
                 "type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z_\\-]{0,127}$",
-                "description": "Optional chosen box id (storage.md 1.5)"}},
+                "description": "Optional chosen box id (docs/storage.md 1.5)"}},
         },
         "Vmbox": {
-            "description": "A box's public fields plus its id (api.md 9.3)",
+            "description": "A box's public fields plus its id (docs/api.md 9.3)",
             "allOf": [component_ref("vmboxes")],
             "required": ["id"],
             "properties": {
@@ -214,7 +217,7 @@ def _own_schemas() -> JsonObject:
         },
         "VmboxListRow": {
             "type": "object",
-            "description": "A row of the box list (api.md 9.1)",
+            "description": "A row of the box list (docs/api.md 9.1)",
             "required": ["id", "messages", "flags"],
             "properties": {
                 "id": string,
@@ -233,7 +236,7 @@ def _own_schemas() -> JsonObject:
         },
         "MessageSummary": {
             "type": "object",
-            "description": "A message list row: the view's summary (api.md 9.8)",
+            "description": "A message list row: the view's summary (docs/api.md 9.8)",
             "required": ["media_id", "folder", "timestamp"],
             "properties": {
                 **message_fields,
@@ -242,14 +245,14 @@ def _own_schemas() -> JsonObject:
         },
         "AccountMessageRow": {
             "type": "object",
-            "description": "`{\"<box id>\": <message summary>}` (api.md 9.7)",
+            "description": "`{\"<box id>\": <message summary>}` (docs/api.md 9.7)",
             "minProperties": 1,
             "maxProperties": 1,
             "additionalProperties": component_ref("MessageSummary"),
         },
         "MessageMetadata": {
             "type": "object",
-            "description": "A message's metadata (api.md 9.9, 9.13)",
+            "description": "A message's metadata (docs/api.md 9.9, 9.13)",
             "required": ["media_id", "folder"],
             "properties": {
                 **message_fields,
@@ -262,7 +265,7 @@ def _own_schemas() -> JsonObject:
         },
         "BulkResult": {
             "type": "object",
-            "description": "Bulk result; empty lists are omitted (api.md 10)",
+            "description": "Bulk result; empty lists are omitted (docs/api.md 10)",
             "additionalProperties": False,
             "properties": {
                 "succeeded": {"type": "array", "minItems": 1, "items": string},
@@ -273,7 +276,7 @@ def _own_schemas() -> JsonObject:
         },
         "AuthReply": {
             "type": "object",
-            "description": "Who the new token acts for (api.md 6.3, 6.4)",
+            "description": "Who the new token acts for (docs/api.md 6.3, 6.4)",
             "required": ["account_id"],
             "properties": {
                 "account_id": string,
@@ -296,7 +299,7 @@ def _own_schemas() -> JsonObject:
         },
         "MessageIds": {
             "type": "array", "items": string,
-            "description": "Message ids; legacy ids are resolved (P-25)",
+            "description": "Message ids; legacy ids are resolved (docs/decisions.md P-25)",
         },
         "BulkChange": {
             "type": "object",
@@ -322,7 +325,8 @@ def _own_schemas() -> JsonObject:
             },
         },
         "SourceId": {
-            "description": "A box id to move to, or a list of box ids to copy to (api.md 9.10)",
+            "description":
+                "A box id to move to, or a list of box ids to copy to (docs/api.md 9.10)",
             "oneOf": [
                 {"type": "string", "minLength": 1},
                 {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
@@ -359,7 +363,7 @@ def _own_schemas() -> JsonObject:
 # -- responses ------------------------------------------------------------------------------------
 
 _ERROR_STATUSES: dict[int, tuple[str, str]] = {
-    400: ("BadRequest", "Validation error: body, envelope or fields (api.md 5.3)"),
+    400: ("BadRequest", "Validation error: body, envelope or fields (docs/api.md 5.3)"),
     401: ("Unauthorized", "Missing, invalid or expired token, or failed login (6.2)"),
     403: ("Forbidden", "The token may not act on this account (6.5)"),
     404: ("NotFound", "Unknown or malformed account, box or message; unknown route; bad page "
@@ -367,11 +371,13 @@ _ERROR_STATUSES: dict[int, tuple[str, str]] = {
     405: ("MethodNotAllowed", "A tunnelled `verb` the path does not allow (3.4)"),
     409: ("Conflict", "An existing id, or an update that kept conflicting"),
     413: ("PayloadTooLarge", "Body over the size limit, or bad base64 (3.2)"),
-    415: ("UnsupportedMediaType", "Content-Type not accepted by this endpoint (P-17)"),
-    416: ("RangeNotSatisfiable", "Range starts at or past the end of the audio (P-17)"),
+    415: ("UnsupportedMediaType",
+          "Content-Type not accepted by this endpoint (docs/decisions.md P-17)"),
+    416: ("RangeNotSatisfiable",
+          "Range starts at or past the end of the audio (docs/decisions.md P-17)"),
     429: ("TooManyRequests", "Too many failed logins; retry after `Retry-After` seconds"),
-    500: ("ServerError", "Audio kept in an external store (P-29)"),
-    503: ("ServiceUnavailable", "CouchDB unreachable or failing (P-16)"),
+    500: ("ServerError", "Audio kept in an external store (docs/decisions.md P-29)"),
+    503: ("ServiceUnavailable", "CouchDB unreachable or failing (docs/decisions.md P-16)"),
 }
 
 _REQUEST_ID_HEADER = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
@@ -411,14 +417,15 @@ def _list_of(name: str) -> JsonObject:
 
 def _headers_components() -> JsonObject:
     return {
-        "X-Request-ID": {"description": "The request id (storage.md 1.6)",
+        "X-Request-ID": {"description": "The request id (docs/storage.md 1.6)",
                          "schema": {"type": "string"}},
         "ETag": {"description": "Quoted `_rev`, or the quoted list revision",
                  "schema": {"type": "string"}},
         "Location": {"description": "Absolute path of the created resource, no host",
                      "schema": {"type": "string"}},
         "Warning": {"description": "`214 Transformation applied: …` when "
-                                   "notify_email_addresses is a non-empty list (P-28)",
+                                   "notify_email_addresses is a non-empty list "
+                                   "(docs/decisions.md P-28)",
                     "schema": {"type": "string"}},
         "Content-Disposition": {"description": "`attachment; filename=\"…\"` (D-10, P-14)",
                                 "schema": {"type": "string"}},
@@ -443,8 +450,8 @@ _PATH_PARAMETERS: dict[str, JsonObject] = {
                "description": "A voicemail box id (`messages` here is the account-wide list)",
                "schema": {"type": "string", "minLength": 1, "not": {"enum": ["messages"]}}},
     "message_id": {"name": "message_id", "in": "path", "required": True,
-                   "description": "`YYYYMM-<hex>`, or a legacy media id (P-25); `raw` here is "
-                                  "the ZIP endpoint",
+                   "description": "`YYYYMM-<hex>`, or a legacy media id "
+                                  "(docs/decisions.md P-25); `raw` here is the ZIP endpoint",
                    "schema": {"type": "string", "minLength": 1, "not": {"enum": ["raw"]}}},
 }
 
@@ -460,7 +467,7 @@ def _filter_parameters() -> list[JsonObject]:
         _query("key_missing", text, "Keep rows whose document lacks this key"),
         _query("has_value", text, "Keep rows whose value at this key is not empty"),
         _query("value_missing", text, "Keep rows whose value at this key is empty"),
-        _query("missing_value", text, "Alias of value_missing (P-8)"),
+        _query("missing_value", text, "Alias of value_missing (docs/decisions.md P-8)"),
         _query("modified_from", _GREG, "Keep rows with pvt_modified ≥ this"),
         _query("modified_to", _GREG, "Keep rows with pvt_modified ≤ this"),
     ]
@@ -495,7 +502,7 @@ def _envelope(data: JsonObject) -> JsonObject:
         "type": "object",
         "required": ["data"],
         "properties": {"data": data},
-        "description": "The request envelope (api.md 3.1); other top-level keys are envelope "
+        "description": "The request envelope (docs/api.md 3.1); other top-level keys are envelope "
                        "values such as auth_token or verb",
     }
 
@@ -573,7 +580,7 @@ def _operations() -> dict[tuple[str, str], Operation]:
                     "content": {_JSON: {"schema": auth_reply}}}
     range_header = {"name": "Range", "in": "header", "required": False,
                     "schema": {"type": "string"},
-                    "description": "`bytes=S-`, `bytes=S-E`; see the table in api.md 9.16"}
+                    "description": "`bytes=S-`, `bytes=S-E`; see the table in docs/api.md 9.16"}
     return {
         ("/v2/api_auth", "PUT"): Operation(
             "Log in with an account API key", "6.4", {"201": auth_success},
@@ -685,7 +692,7 @@ def _routes(routes: Sequence[Endpoint]) -> list[_Route]:
     ]
     paths = {route.path for route in documented}
     # /healthz is added by app.py outside the table; user_auth is specified even before it is
-    # routed (api.md 6.3).
+    # routed (docs/api.md 6.3).
     if HEALTHZ_PATH not in paths:
         documented.append(_Route(HEALTHZ_PATH, ("GET",), BodyKind.JSON, False, False))
     if USER_AUTH_PATH not in paths:
@@ -707,7 +714,7 @@ def _statuses(route: _Route, method: str, operation: Operation) -> list[int]:
     if method in ("PUT", "POST", "PATCH"):
         statuses.add(415)
     if method == "POST":
-        statuses.add(405)  # a tunnelled verb the path does not allow (api.md 3.4)
+        statuses.add(405)  # a tunnelled verb the path does not allow (docs/api.md 3.4)
     return sorted(statuses)
 
 
@@ -719,7 +726,7 @@ def _operation_object(route: _Route, method: str, operation: Operation) -> JsonO
     path_names = _PARAM_RE.findall(route.path)
     result: JsonObject = {
         "summary": operation.summary,
-        "description": f"api.md {operation.section}." if operation.section[0].isdigit()
+        "description": f"docs/api.md {operation.section}." if operation.section[0].isdigit()
         else f"See {operation.section}.",
         "operationId": _operation_id(route.path, method),
         "parameters": [_PATH_PARAMETERS[name] for name in path_names] + list(operation.parameters),
@@ -740,13 +747,13 @@ def _operation_id(path: str, method: str) -> str:
 
 
 _DESCRIPTION = """\
-The voicemail module of the Piston REST API, served by piston_vm (see `../shared/spec/api.md`).
+The voicemail module of the Piston REST API, served by piston_vm (`docs/api.md` in its repository).
 
 * Every JSON answer, errors included, is `Content-Type: application/json` exactly; errors carry the
-  HTTP status as the **string** `error` (D-19).
+  HTTP status as the **string** `error` (docs/decisions.md D-19).
 * Request bodies are envelopes `{"data": …}`. Besides JSON, every PUT/POST/PATCH accepts
   `application/x-www-form-urlencoded` (JSON first, then `key=value` pairs) and multipart with a
-  JSON part; upload endpoints also take raw audio and base64 (api.md 3.2). Box fields given as
+  JSON part; upload endpoints also take raw audio and base64 (docs/api.md 3.2). Box fields given as
   strings are coerced to the schema's integer and boolean types.
 * Request values (`auth_token`, `verb`, `paginate`, `page_size`, `start_key`, `folder`, …) are read
   from `data`, then the query string, then the envelope (3.3). `verb` on a POST replaces the
@@ -767,7 +774,8 @@ def build_openapi(schemas_dir: Path, routes: Sequence[Endpoint]) -> JsonObject:
     if "vmboxes" in components:
         mailbox = components["vmboxes"].get("properties", {}).get("mailbox")
         if isinstance(mailbox, dict):
-            # A module rule the schema file does not carry: an integer string (D-18).
+            # A module rule the schema file does not carry: an integer string (docs/decisions.md
+            # D-18).
             mailbox["pattern"] = MAILBOX_PATTERN
         components["VmboxPatch"] = _without_required(components["vmboxes"])
     components.update(_own_schemas())
@@ -830,5 +838,5 @@ async def openapi_document(request: web.Request) -> web.StreamResponse:
             document = build_openapi(schemas_dir, _unique_endpoints(table))
             body = render(document).encode()
         _served[schemas_dir] = body
-    # Exactly application/json, like every JSON answer of the API (D-19).
+    # Exactly application/json, like every JSON answer of the API (docs/decisions.md D-19).
     return web.Response(body=body, headers={"Content-Type": _JSON})

@@ -1,8 +1,8 @@
 """Endpoints: one row per path with methods, body kind and gates, dispatched by effective method.
 
-aiohttp resolves the route before our middlewares run, but verb tunnelling (api.md 3.4) can change
-the method afterwards; so each path is registered once for every method and this dispatcher picks
-the handler, answering 405 with an `Allow` header itself.
+aiohttp resolves the route before our middlewares run, but verb tunnelling (docs/api.md 3.4) can
+change the method afterwards; so each path is registered once for every method and this
+dispatcher picks the handler, answering 405 with an `Allow` header itself.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ UNKNOWN_PATH_METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
 class BodyKind(Enum):
     JSON = "json"  # envelope bodies: JSON, form-urlencoded, multipart with a JSON part
     UPLOAD = "upload"  # also audio/*, octet-stream, base64; files are streamed by the handler
-    ZIP = "zip"  # the ZIP request: JSON read whatever the Content-Type (decision D-5)
+    ZIP = "zip"  # the ZIP request: JSON read whatever the Content-Type (docs/decisions.md D-5)
 
 
 JSON_TYPES = frozenset({"application/json", "application/x-json"})
@@ -68,7 +68,7 @@ ENDPOINTS = web.AppKey["dict[str, Endpoint]"]("endpoints")
 
 
 def request_mime(request: web.Request) -> str:
-    # A missing Content-Type means JSON (api.md 3.2); parameters never matter for matching.
+    # A missing Content-Type means JSON (docs/api.md 3.2); parameters never matter for matching.
     raw = request.headers.get("Content-Type", "")
     return raw.split(";", 1)[0].strip().lower() or "application/json"
 
@@ -96,7 +96,7 @@ def make_dispatcher(endpoint: Endpoint) -> Handler:
                 authorize(request)
         if method in ("PUT", "POST", "PATCH") and request.can_read_body:
             mime = request_mime(request)
-            # Audio bodies are uploads: only the PUTs of an upload path take them (api.md 3.2).
+            # Audio bodies are uploads: only the PUTs of an upload path take them (docs/api.md 3.2).
             kind = (BodyKind.JSON if endpoint.body is BodyKind.UPLOAD and method != "PUT"
                     else endpoint.body)
             if not accepts(kind, mime):

@@ -1,4 +1,5 @@
-"""Request bodies that carry audio (api.md 3.2), streamed to temporary files, never held whole."""
+"""Request bodies that carry audio (docs/api.md 3.2), streamed to temporary files, never held
+whole."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ async def read_upload(
     *,
     temp_dir: Path | None = None,
 ) -> Upload:
-    """Read an upload body by its Content-Type (api.md 3.2); callers `discard()` in `finally`.
+    """Read an upload body by its Content-Type (docs/api.md 3.2); callers `discard()` in `finally`.
 
     JSON and form-urlencoded bodies are the envelope the pipeline already parsed, so they give an
     empty Upload here. The envelope is only filled from a multipart body's JSON part.
@@ -113,7 +114,7 @@ async def read_upload(
             content_type, decoded = await _base64_body(body)
             await spool.add(decoded, content_type, None)
         else:
-            # storage.md 5.4: the attachment keeps the uploaded Content-Type verbatim.
+            # docs/storage.md 5.4: the attachment keeps the uploaded Content-Type verbatim.
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
             await spool.add(body, content_type, None)
         return Upload({}, list(spool.files))
@@ -142,7 +143,7 @@ class _Spool:
             if size > MEMORY_SPOOL_BYTES:
                 break
         else:
-            if size:  # api.md 3.2: an empty file counts as "no file".
+            if size:  # docs/api.md 3.2: an empty file counts as "no file".
                 self.files.append(
                     UploadedFile(None, content_type, size, filename, b"".join(head)))
             return
@@ -315,7 +316,7 @@ async def _read_multipart(
         if not part_mime or part_mime in JSON_TYPES:
             # Bounded: _check_limit stops the part at the body limit.
             raw = b"".join([chunk async for chunk in chunks])
-            envelope = parse_json_envelope(raw)  # the last JSON part wins (api.md 3.2)
+            envelope = parse_json_envelope(raw)  # the last JSON part wins (docs/api.md 3.2)
         else:
             await spool.add(chunks, content_type, part.filename)
     return envelope
