@@ -129,3 +129,38 @@ def test_cursors_round_trip_and_foreign_start_keys_are_raw_keys() -> None:
     assert Cursor.decode(encoded) == cursor
     assert Cursor.decode('["a", 1]').key == ["a", 1]
     assert Cursor.decode("VMBox 0").key == "VMBox 0"
+
+
+# Made by the hand-written HS256 code that PyJWT replaced (secret "compat-secret"): tokens in
+# clients' hands when the service is upgraded must keep working.
+OLD_CODE_TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhY2NvdW50X2lkIjoiNGI2ZmZjNjM4ZjZkM2I5NzQ0OGE2MjFmYzl"
+    "kMzU5MGMiLCJtZXRob2QiOiJjYl91c2VyX2F1dGgiLCJpYXQiOjQxMDI0NDEyMDAsImV4cCI6NDEwMjQ0NDgwMCwib3du"
+    "ZXJfaWQiOiIwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZiJ9.cr8XmcFXNBR70HErzS9gO_-ydIUR_VKmP-DK"
+    "NpJwpH0")
+OLD_CODE_EXPIRED = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhY2NvdW50X2lkIjoiNGI2ZmZjNjM4ZjZkM2I5NzQ0OGE2MjFmYzl"
+    "kMzU5MGMiLCJtZXRob2QiOiJjYl9hcGlfYXV0aCIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAwMDYwfQ.Ttb_S"
+    "ExpAtv070b-mPqAa6ZU8oJUWHeXiJITCdfPsgM")
+
+
+def test_tokens_made_by_the_previous_code_still_verify() -> None:
+    claims = tokens.verify(OLD_CODE_TOKEN, ("other-secret", "compat-secret"))
+    assert claims == tokens.Claims(
+        account_id="4b6ffc638f6d3b97448a621fc9d3590c",
+        owner_id="0123456789abcdef0123456789abcdef", method="cb_user_auth",
+        issued_at=4102441200, expires_at=4102444800)
+    with pytest.raises(tokens.TokenInvalid):
+        tokens.verify(OLD_CODE_TOKEN, ("other-secret",))
+    with pytest.raises(tokens.TokenExpired):
+        tokens.verify(OLD_CODE_EXPIRED, ("compat-secret",))
+    with pytest.raises(tokens.TokenInvalid):
+        tokens.verify(OLD_CODE_TOKEN[:-2] + "xx", ("compat-secret",))
+
+
+def test_issued_tokens_round_trip_with_a_short_secret_and_no_warning() -> None:
+    token = tokens.issue("short", "4b6ffc638f6d3b97448a621fc9d3590c", "cb_api_auth", 60)
+    claims = tokens.verify(token, ("short",))
+    assert (claims.account_id, claims.owner_id, claims.method) == (
+        "4b6ffc638f6d3b97448a621fc9d3590c", None, "cb_api_auth")
+    assert claims.expires_at - claims.issued_at == 60

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from piston_vm.cli.settings import command_settings
 from piston_vm.core.config import Settings
 from piston_vm.services.legacy import LegacyMigrator, MigrationReport
@@ -29,7 +31,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
 EXIT_INTERRUPTED = 130
-_BAR_CELLS = 30
 
 # (accounts done, accounts in all, entries done in this account, entries in this account)
 Progress = Callable[[int, int, int, int], None]
@@ -105,21 +106,21 @@ async def run_migrate(
 
 
 class ProgressBar:
-    """One redrawn line on a terminal: accounts, then the entries of the current account."""
+    """A tqdm bar on the terminal: the current account's entries, titled with the account count."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+        self._bar = tqdm(file=stream, unit=" entries", dynamic_ncols=True, leave=True)
 
     def __call__(self, accounts_done: int, accounts: int, done: int, total: int) -> None:
-        filled = _BAR_CELLS if total == 0 else _BAR_CELLS * done // total
-        bar = "#" * filled + "-" * (_BAR_CELLS - filled)
         account = min(accounts_done + 1, accounts)
-        self.stream.write(f"\raccount {account}/{accounts} [{bar}] {done}/{total} entries ")
-        self.stream.flush()
+        self._bar.set_description_str(f"account {account}/{accounts}", refresh=False)
+        if self._bar.total != total:
+            self._bar.reset(total=total)
+        self._bar.n = done
+        self._bar.refresh()
 
     def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        self._bar.close()
 
 
 def add_migrate_parser(subparsers: Any) -> None:

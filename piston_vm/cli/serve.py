@@ -14,6 +14,7 @@ from aiohttp import web
 from piston_vm.app import create_app
 from piston_vm.cli.settings import command_settings
 from piston_vm.core.config import CouchEndpoint, Settings
+from piston_vm.core.tokens import MIN_SECRET_BYTES
 from piston_vm.storage import admin, devserver
 
 log = logging.getLogger("piston_vm")
@@ -52,6 +53,9 @@ async def _serve(settings: Settings, couchdb_port: int) -> None:
         settings = settings.with_overrides(
             couchdb=CouchEndpoint(server.url, DEV_ADMIN[0], DEV_ADMIN[1])
         )
+    if len(settings.token_secret.encode()) < MIN_SECRET_BYTES:
+        log.warning("PISTON_VM_TOKEN_SECRET is shorter than %d bytes: tokens are easier to forge",
+                    MIN_SECRET_BYTES)
     try:
         assert settings.couchdb is not None
         await admin.check_server(settings.couchdb)
