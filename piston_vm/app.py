@@ -10,12 +10,24 @@ from aiohttp import web
 from piston_vm.api.routes import ENDPOINTS
 from piston_vm.core.config import Settings
 from piston_vm.core.validation import SchemaValidator
+from piston_vm.services.downloads import DownloadService
 from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
+from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import healthz
-from piston_vm.web.keys import MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.web.keys import (
+    DOWNLOADS,
+    MESSAGES,
+    MIGRATOR,
+    MOVE_REPAIRS,
+    SETTINGS,
+    STORES,
+    VALIDATOR,
+    VMBOXES,
+)
 from piston_vm.web.middlewares import add_common_headers, error_middleware, pipeline_middleware
 from piston_vm.web.routing import register
 from piston_vm.web.throttle import install_login_throttle
@@ -38,7 +50,12 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         stores = Stores.build(settings, couch)
         await stores.accounts.ensure_accounts_db()
         app[STORES] = stores
-        app[MIGRATOR] = LegacyMigrator(stores, settings)
+        migrator = LegacyMigrator(stores, settings)
+        app[MIGRATOR] = migrator
+        parts = (stores, app[VALIDATOR], settings, migrator, app[MOVE_REPAIRS])
+        app[MESSAGES] = MessageService(*parts)
+        app[VMBOXES] = VmboxService(*parts)
+        app[DOWNLOADS] = DownloadService(app[MESSAGES])
         yield
     finally:
         await couch.close()

@@ -3,7 +3,6 @@ respond."""
 
 from __future__ import annotations
 
-import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -14,25 +13,25 @@ from piston_vm.core import errors, gregorian
 from piston_vm.core.media import (
     attachment_name,
     content_disposition,
-    download_filename,
-    unique_names,
 )
 from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import NO_AUDIO_CAUSE, AudioInput, AudioService
+from piston_vm.services.audio import AudioInput, AudioService
 from piston_vm.services.messages import MessageService, message_ids
-from piston_vm.services.timezones import box_timezone
-from piston_vm.storage.accounts import Account
 from piston_vm.web import envelope
-from piston_vm.web.audio import ZipEntry, audio_response, zip_response
-from piston_vm.web.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.web.audio import audio_response, zip_response
+from piston_vm.web.keys import (
+    CONTEXT,
+    DOWNLOADS,
+    MESSAGES,
+    SETTINGS,
+)
 from piston_vm.web.middlewares import parse_envelope
 from piston_vm.web.routing import FORM_TYPE, JSON_TYPES, request_mime
 from piston_vm.web.uploads import Upload, UploadedFile, read_upload
 
 
 def _service(request: web.Request) -> MessageService:
-    return MessageService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS],
-                          request.app[MIGRATOR], request.app[MOVE_REPAIRS])
+    return request.app[MESSAGES]
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
@@ -144,38 +143,10 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
-    account, service = account_of(request), _service(request)
     box_id, message_id = _ids(request)
-    # The two reads are independent: run them side by side, then report in the spec's order
-    # (the message's 404 before the box's).
-    located, loaded = await asyncio.gather(
-        service.locate(account, box_id, message_id), service.load_box(account, box_id),
-        return_exceptions=True)
-    if isinstance(located, BaseException):
-        raise located
-    if isinstance(loaded, BaseException):
-        raise loaded
-    found, box = await service.fix_folder(located), loaded
-    audio = AudioService(service.stores)
-    source = await audio.source(found)
-    if source is None:
-        raise errors.bad_identifier(NO_AUDIO_CAUSE)
-    filename = await _download_name(request, account, box, found.doc, source.label)
-    return await audio_response(request, audio, source, content_disposition(filename))
-
-
-async def _download_name(
-    request: web.Request, account: Account, box: dict[str, Any], doc: dict[str, Any], name: str
-) -> str:
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    zone_name = await box_timezone(
-        request.app[STORES], account, box, request.app[SETTINGS].default_timezone)
-    timestamp = metadata.get("timestamp") if isinstance(metadata, dict) else None
-    caller = metadata.get("caller_id_number") if isinstance(metadata, dict) else None
-    return download_filename(
-        caller if isinstance(caller, str) else None,
-        timestamp if isinstance(timestamp, int) else docs.message_time(doc),
-        zone_name, name)
+    download = await request.app[DOWNLOADS].recording(account_of(request), box_id, message_id)
+    return await audio_response(request, request.app[DOWNLOADS].audio, download.source,
+                                content_disposition(download.filename))
 
 
 async def put_audio(request: web.Request) -> web.StreamResponse:
@@ -196,22 +167,7 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
 
 
 async def zip_audio(request: web.Request) -> web.StreamResponse:
-    ctx, account, service = request[CONTEXT], account_of(request), _service(request)
-    box_id, _ = _ids(request)
-    ids = message_ids(ctx.data)
-    box = await service.load_box(account, box_id)
-    located = await service.for_zip(account, box_id, ids)
-    audio = AudioService(service.stores)
-    entries: list[ZipEntry] = []
-    names: list[str] = []
-    for found in located:
-        source = await audio.source(found)
-        if source is None:
-            continue
-        names.append(await _download_name(request, account, box, found.doc, source.label))
-        entries.append(ZipEntry("", source, docs.message_time(found.doc) or gregorian.now()))
-    if not entries:
-        raise errors.not_found()
-    named = [ZipEntry(name, entry.source, entry.modified_gregorian_s)
-             for name, entry in zip(unique_names(names), entries, strict=True)]
-    return await zip_response(request, audio, named, f"{ctx.request_id}.zip")
+    ctx, box_id = request[CONTEXT], _ids(request)[0]
+    downloads = request.app[DOWNLOADS]
+    entries = await downloads.recordings(account_of(request), box_id, message_ids(ctx.data))
+    return await zip_response(request, downloads.audio, entries, f"{ctx.request_id}.zip")

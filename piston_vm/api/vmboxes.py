@@ -10,14 +10,13 @@ from aiohttp import web
 from piston_vm.api import account_of, call_of
 from piston_vm.services.vmboxes import LEGACY_MESSAGE, SavedBox, VmboxService
 from piston_vm.web import envelope
-from piston_vm.web.keys import CONTEXT, MIGRATOR, MOVE_REPAIRS, SETTINGS, STORES, VALIDATOR
+from piston_vm.web.keys import CONTEXT, VMBOXES
 
 NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address replaced"
 
 
 def _service(request: web.Request) -> VmboxService:
-    return VmboxService(request.app[STORES], request.app[VALIDATOR], request.app[SETTINGS],
-                        request.app[MIGRATOR], request.app[MOVE_REPAIRS])
+    return request.app[VMBOXES]
 
 
 def _box_response(

@@ -98,6 +98,12 @@ def mailbox_number(value: Any) -> int | None:
 
 
 class VmboxService(Service):
+    @property
+    def messages(self) -> MessageService:
+        """The message use cases a box delete takes its messages with."""
+        return MessageService(self.stores, self.validator, self.settings, self.migrator,
+                              self.repairs)
+
     async def load(self, account: Account, box_id: str) -> JsonObject:
         return await self.live_box(account, box_id)
 
@@ -177,9 +183,7 @@ class VmboxService(Service):
 
     async def delete(self, call: Call, account: Account, box_id: str) -> SavedBox:
         await self.load(account, box_id)
-        await MessageService(
-            self.stores, self.validator, self.settings, self.migrator, self.repairs
-        ).delete_all_of_box(call, account, box_id)
+        await self.messages.delete_all_of_box(call, account, box_id)
 
         async def attempt() -> SavedBox:
             doc = dict(await self.load(account, box_id))

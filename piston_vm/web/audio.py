@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from piston_vm.core import errors, gregorian
 from piston_vm.core.media import ZipStream, answer_range, content_disposition
 from piston_vm.services.audio import AudioService, AudioSource
+from piston_vm.services.downloads import Download
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,8 @@ async def audio_response(
     return response
 
 
-@dataclass(frozen=True, slots=True)
-class ZipEntry:
-    name: str
-    source: AudioSource
-    modified_gregorian_s: int
-
-
 async def zip_response(
-    request: web.Request, audio: AudioService, entries: list[ZipEntry], filename: str
+    request: web.Request, audio: AudioService, entries: list[Download], filename: str
 ) -> web.StreamResponse:
     """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (docs/decisions.md
     D-5, P-14)."""
@@ -61,8 +54,9 @@ async def zip_response(
     archive = ZipStream()
     try:
         for entry in entries:
-            modified = gregorian.to_datetime(entry.modified_gregorian_s)
-            await response.write(archive.start_entry(entry.name, entry.source.length, modified))
+            modified = gregorian.to_datetime(entry.recorded_gregorian_s)
+            await response.write(archive.start_entry(entry.filename, entry.source.length,
+                                                     modified))
             async for chunk in audio.chunks(entry.source):
                 await response.write(archive.write(chunk))
             await response.write(archive.end_entry())

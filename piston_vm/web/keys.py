@@ -6,8 +6,11 @@ from aiohttp import web
 
 from piston_vm.core.config import Settings
 from piston_vm.core.validation import SchemaValidator
+from piston_vm.services.downloads import DownloadService
 from piston_vm.services.legacy import LegacyMigrator
+from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
+from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.stores import Stores
 from piston_vm.web.context import RequestContext
 
@@ -18,5 +21,9 @@ VALIDATOR = web.AppKey("validator", SchemaValidator)
 MIGRATOR = web.AppKey("migrator", LegacyMigrator)
 # One per process: when each account was last searched for moves a crash left unfinished.
 MOVE_REPAIRS = web.AppKey("move_repairs", RepairSchedule)
+# The use cases: one instance each per app, built when CouchDB is there (app.py).
+MESSAGES = web.AppKey("messages", MessageService)
+VMBOXES = web.AppKey("vmboxes", VmboxService)
+DOWNLOADS = web.AppKey("downloads", DownloadService)
 
 CONTEXT = web.RequestKey("context", RequestContext)
