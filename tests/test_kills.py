@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,18 @@ async def kill_during(
     return status
 
 
+async def upload_and_kill(
+    service: Service, rng: random.Random, number: int, duration_s: float,
+    upload: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]],
+) -> int | None:
+    """Half the kills land while the body streams in, half once it is all sent, while the
+    service writes it to CouchDB (where a two-step write used to leave half a message)."""
+    sent = asyncio.Event()
+    if number % 2:
+        return await kill_during(service, upload(sent), rng.uniform(0.0, 0.8) * duration_s, sent)
+    return await kill_during(service, upload(sent), rng.uniform(0.05, 0.6) * duration_s)
+
+
 async def box_docs(stores: Stores, tenant: Tenant) -> list[JsonObject]:
     """Every message document of the account, attachments inline, read from CouchDB."""
     couch = stores.couch
@@ -226,15 +238,9 @@ async def test_a_killed_create_leaves_no_message_or_a_whole_one(
         outcomes = {"none": 0, "whole": 0}
         answers: Counter[str] = Counter()
         for number in range(ROUNDS):
-            # Half the kills land while the body streams in, half once it is all sent, while
-            # the service writes it to CouchDB (where a two-step create left half a message).
-            sent = asyncio.Event()
-            if number % 2:
-                delay, after = rng.uniform(0.0, 0.8) * duration_s, sent
-            else:
-                delay, after = rng.uniform(0.05, 0.6) * duration_s, None
-            status = await kill_during(
-                service, send(session, "PUT", url, parts, headers, sent), delay, after)
+            status = await upload_and_kill(service, rng, number, duration_s,
+                                           lambda sent: send(session, "PUT", url, parts,
+                                                             headers, sent))
             answers[str(status)] += 1
             docs = await box_docs(stores, tenant)
             assert not spool_files(service), "a killed upload left its spool file"
@@ -273,13 +279,11 @@ async def test_a_killed_audio_replace_leaves_the_old_audio_or_the_new(
         answers: Counter[str] = Counter()
         for number in range(ROUNDS):
             audio = secrets.token_bytes(REPLACE_BYTES)
-            sent = asyncio.Event()
-            if number % 2:
-                delay, after = rng.uniform(0.0, 0.8) * duration_s, sent
-            else:
-                delay, after = rng.uniform(0.05, 0.6) * duration_s, None
-            status = await kill_during(
-                service, send(session, "PUT", url, [audio], headers, sent), delay, after)
+            def upload(sent: asyncio.Event, body: bytes = audio) -> Coroutine[
+                    Any, Any, int | None]:
+                return send(session, "PUT", url, [body], headers, sent)
+
+            status = await upload_and_kill(service, rng, number, duration_s, upload)
             answers[str(status)] += 1
             [doc] = await box_docs(stores, tenant)
             held = audio_shas(doc)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,22 +149,14 @@ class Mover:
         modb = account.db.modb(*month)
         new_id = copy_id(found.doc, box["_id"], month)
         audio = await self.audio.source(found)
-        existing = await self.stores.messages.get(modb, new_id)
-        if (existing is not None and not existing.get("pvt_deleted")
-                and self.audio.holds(existing, audio)):
-            return existing
-        doc = await self._copy_doc(call, account, found, box, new_id, modb, now)
-        if existing is not None:
-            doc["_rev"] = existing["_rev"]
-        try:
-            return await self._write(modb, doc, audio)
-        except DocConflict:
-            # A concurrent copy of the same message to the same box wrote it first.
-            fresh = await self.stores.messages.get(modb, new_id)
-            if fresh is not None and not fresh.get("pvt_deleted") and self.audio.holds(
-                    fresh, audio):
-                return fresh
-            raise errors.datastore_conflict() from None
+
+        def usable(stored: JsonObject) -> bool:
+            return not stored.get("pvt_deleted") and self.audio.holds(stored, audio)
+
+        async def fresh_doc() -> JsonObject:
+            return await self._copy_doc(call, account, found, box, new_id, modb, now)
+
+        return await self._write_once(modb, new_id, audio, usable, fresh_doc)
 
     # -- move ------------------------------------------------------------------------------
 
@@ -185,22 +178,36 @@ class Mover:
         self, call: Call, account: Account, found: Located, box: JsonObject,
         new_id: str, modb: DbName, now: int, audio: AudioSource | None,
     ) -> JsonObject:
+        def usable(stored: JsonObject) -> bool:
+            # An earlier attempt at this very move (same source revision) wrote it.
+            return self._pending_for(stored, found) and self.audio.holds(stored, audio)
+
+        async def fresh_doc() -> JsonObject:
+            doc = await self._copy_doc(call, account, found, box, new_id, modb, now)
+            doc[MOVED_FROM] = {"database": found.modb.encoded, "id": found.id,
+                               "rev": found.doc["_rev"], "box": found.doc.get("source_id")}
+            doc[PENDING] = True
+            return doc
+
+        return await self._write_once(modb, new_id, audio, usable, fresh_doc)
+
+    async def _write_once(
+        self, modb: DbName, new_id: str, audio: AudioSource | None,
+        usable: Callable[[JsonObject], bool], fresh_doc: Callable[[], Awaitable[JsonObject]],
+    ) -> JsonObject:
+        """The copy `new_id`: the stored one when `usable`, else a newly written one. A
+        concurrent request that wrote the same copy first is as good as this one."""
         existing = await self.stores.messages.get(modb, new_id)
-        if existing is not None and self._pending_for(existing, found) and self.audio.holds(
-                existing, audio):
-            return existing  # an earlier attempt at this very move wrote it
-        doc = await self._copy_doc(call, account, found, box, new_id, modb, now)
-        doc[MOVED_FROM] = {"database": found.modb.encoded, "id": found.id,
-                           "rev": found.doc["_rev"], "box": found.doc.get("source_id")}
-        doc[PENDING] = True
+        if existing is not None and usable(existing):
+            return existing
+        doc = await fresh_doc()
         if existing is not None:
             doc["_rev"] = existing["_rev"]
         try:
             return await self._write(modb, doc, audio)
         except DocConflict:
             fresh = await self.stores.messages.get(modb, new_id)
-            if fresh is not None and self._pending_for(fresh, found) and self.audio.holds(
-                    fresh, audio):
+            if fresh is not None and usable(fresh):
                 return fresh
             raise errors.datastore_conflict() from None
 
