@@ -58,7 +58,7 @@ def design_views(directory: Path) -> list[tuple[str, str]]:
 
 
 def message_name(mailbox: str, gregorian_s: int) -> str:
-    """storage.md 5.3: the time in the box zone, hour/minute/second unpadded."""
+    """docs/storage.md 5.3: the time in the box zone, hour/minute/second unpadded."""
     moment = datetime.fromtimestamp(gregorian.to_unix(gregorian_s), ZoneInfo(BOX_ZONE))
     return (f"mailbox {mailbox} message {moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
             f"{moment.hour}:{moment.minute}:{moment.second}")
@@ -66,7 +66,7 @@ def message_name(mailbox: str, gregorian_s: int) -> str:
 
 @dataclass
 class MessageFactory:
-    """Documents in the shape the platform's callflow and piston_vm write (storage.md 5)."""
+    """Documents in the shape the platform's callflow and piston_vm write (docs/storage.md 5)."""
 
     account_id: str
     realm: str
@@ -155,7 +155,8 @@ class Seeder:
     seeded: int = 0
 
     async def ensure_modb(self, modb: DbName) -> None:
-        """Create a MODB with the service's design docs, as the service itself would (D-12)."""
+        """Create a MODB with the service's design docs, as the service itself would
+        (docs/decisions.md D-12)."""
         if modb in self.ready_modbs:
             return
         await self.couch.ensure_db(modb.unencoded)
