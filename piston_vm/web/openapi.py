@@ -427,7 +427,8 @@ def _headers_components() -> JsonObject:
                                    "notify_email_addresses is a non-empty list "
                                    "(docs/decisions.md P-28)",
                     "schema": {"type": "string"}},
-        "Content-Disposition": {"description": "`attachment; filename=\"…\"` (D-10, P-14)",
+        "Content-Disposition": {"description": "`attachment; filename=\"…\"` "
+                                               "(docs/decisions.md D-10, P-14)",
                                 "schema": {"type": "string"}},
         "Content-Range": {"description": "`bytes first-last/length` when a Range was sent",
                           "schema": {"type": "string"}},
