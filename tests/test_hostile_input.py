@@ -506,8 +506,7 @@ async def test_page_size_is_ignored_when_paging_is_off(nothing_written: World) -
     assert "page_size" not in body
 
 
-# -- invalid cursors (never an error by themselves, P-6)
-# ----------------------------------------
+# -- invalid cursors (never an error by themselves, docs/decisions.md P-6) ---------------------
 
 CURSORS = [
     "!!!not-base64!!!",

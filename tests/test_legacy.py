@@ -1,5 +1,5 @@
-"""Legacy (pre-4.0) box messages moved into MODBs (docs/storage.md 6, D-13,
-docs/decisions.md P-25), and the command."""
+"""Legacy (pre-4.0) box messages moved into MODBs (docs/storage.md 6; docs/decisions.md D-13,
+P-25), and the command."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`piston-vm migrate`: move legacy box messages into MODBs, one account or all (docs/decisions.md
-D-13, api 9.18)."""
+"""`piston-vm migrate`: move legacy box messages into MODBs, one account or all
+(docs/decisions.md D-13, docs/api.md 9.18)."""
 
 from __future__ import annotations
 

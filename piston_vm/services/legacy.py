@@ -1,5 +1,5 @@
-"""Legacy (pre-4.0) box `messages` entries moved into MODB messages (docs/storage.md 6,
-D-13, P-25)."""
+"""Legacy (pre-4.0) box `messages` entries moved into MODB messages (docs/storage.md 6;
+docs/decisions.md D-13, P-25)."""
 
 from __future__ import annotations
 

@@ -155,8 +155,8 @@ class MessageService(Service):
         return Located(modb, doc)
 
     async def fix_folder(self, found: Located) -> Located:
-        """D-11 and P-26: a message without a folder (or
-        metadata) gets one, and is saved."""
+        """docs/decisions.md D-11 and P-26: a message without a folder (or metadata) gets one,
+        and is saved."""
         doc = found.doc
         metadata = doc.get("metadata")
         if isinstance(metadata, dict) and metadata.get("folder"):
