@@ -582,6 +582,11 @@ def _operations() -> dict[tuple[str, str], Operation]:
     range_header = {"name": "Range", "in": "header", "required": False,
                     "schema": {"type": "string"},
                     "description": "`bytes=S-`, `bytes=S-E`; see the table in docs/api.md 9.16"}
+    idempotency_key = {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "A create retried with the same key for the same box within 24 hours "
+                       "returns the first message and stores nothing (docs/integrity.md)"}
     return {
         ("/v2/api_auth", "PUT"): Operation(
             "Log in with an account API key", "6.4", {"201": auth_success},
@@ -619,7 +624,8 @@ def _operations() -> dict[tuple[str, str], Operation]:
         (_MESSAGES, "PUT"): Operation(
             "Create a message, with or without audio", "9.9",
             _message_success(201, "The new message's metadata"),
-            _upload_body(component_ref("vmbox_messages")), statuses=(404, 409)),
+            _upload_body(component_ref("vmbox_messages")), statuses=(404, 409),
+            parameters=(idempotency_key,)),
         (_MESSAGES, "POST"): Operation(
             "Change, move or copy several messages", "9.10",
             {"200": _success("Bulk result", bulk)}, _json_body(component_ref("BulkChange")),
