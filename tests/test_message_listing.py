@@ -20,6 +20,7 @@ from tests.test_message_support import (
     listed_ids,
     message_path,
     messages_path,
+    modb_of_id,
     modb_of_time,
     months_ago,
     must_stored,
@@ -373,3 +374,19 @@ async def test_an_undecodable_start_key_is_not_an_error(api: Api, account: Tenan
                                     params={"start_key": start_key})
         assert isinstance(assert_success(resp, body), list), start_key
         assert body["start_key"] == start_key
+
+
+async def test_a_removed_design_document_is_a_503_once_then_installed_again(
+    api: Api, account: Tenant, stores: Stores
+) -> None:
+    box = await create_box(api, account)
+    message = await create_message(api, account, box)
+    modb = modb_of_id(account, message["media_id"])
+    assert await listed_ids(api, account, box) == [message["media_id"]]
+    design = await stores.couch.get_doc(modb, "_design/mailbox_messages")
+    assert design is not None
+    await stores.couch.delete_doc(modb, "_design/mailbox_messages", design["_rev"])
+    resp, body = await api.call("GET", messages_path(account, box), account.token)
+    assert_error(resp, body, 503, "datastore_missing_view")
+    # The service checks the database's design documents again on the next request.
+    assert await listed_ids(api, account, box) == [message["media_id"]]

@@ -61,6 +61,15 @@ class DbExists(StorageError):
     pass
 
 
+class ViewMissing(StorageError):
+    """A view query found no design document or view: someone removed what we installed."""
+
+    def __init__(self, db: str, view: str) -> None:
+        super().__init__(f"{db}: {view}")
+        self.db = db
+        self.view = view
+
+
 class BodyIncomplete(StorageError):
     """An attachment stream ended before (or after) the length it declared: nothing was stored."""
 
@@ -331,7 +340,10 @@ class CouchClient:
                                 timeout=self._view_timeout, db=db)
         else:
             call = self.request("GET", url, params=query, timeout=self._view_timeout, db=db)
-        _, result = await self._watched(call)
+        try:
+            _, result = await self._watched(call)
+        except DocNotFound:
+            raise ViewMissing(db, f"{design}/{view}") from None
         return dict(result)
 
     async def _watched(self, call: Awaitable[T]) -> T:

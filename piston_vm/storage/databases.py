@@ -59,3 +59,7 @@ class Databases:
 
     def forget(self, name: DbName) -> None:
         self._ready.discard(name.unencoded)
+
+    def forget_named(self, db: str) -> None:
+        """Forget a database by its CouchDB name: its design documents are checked again."""
+        self._ready.discard(db)

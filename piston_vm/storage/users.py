@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from piston_vm.core import errors, gregorian
-from piston_vm.storage.couch import CouchClient, DbNotFound, DocNotFound
+from piston_vm.core import gregorian
+from piston_vm.storage.couch import CouchClient, DbNotFound
 from piston_vm.storage.names import account_db, is_account_id
 
 JsonObject = dict[str, Any]
@@ -68,8 +68,6 @@ class UserStore:
             result = await self.couch.view(ACCOUNTS_DB, "accounts", view, {"key": key})
         except DbNotFound:
             return []
-        except DocNotFound:
-            raise errors.datastore_missing_view(f"accounts/{view}") from None
         ids: list[str] = []
         for row in result.get("rows", []):
             value = row.get("value")
@@ -90,8 +88,6 @@ class UserStore:
             )
         except DbNotFound:
             return None
-        except DocNotFound:
-            raise errors.datastore_missing_view(f"users/{view}") from None
         for row in result.get("rows", []):
             value = row.get("value")
             if not isinstance(value, dict):

@@ -15,10 +15,10 @@ from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
 from piston_vm.core import errors
-from piston_vm.storage.couch import DbNotFound, DocConflict
+from piston_vm.storage.couch import DbNotFound, DocConflict, ViewMissing
 from piston_vm.web import envelope
 from piston_vm.web.context import RequestContext
-from piston_vm.web.keys import CONTEXT, SETTINGS
+from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
 from piston_vm.web.routing import (
     FORM_TYPE,
     JSON_TYPES,
@@ -75,6 +75,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return envelope.failure(request, errors.datastore_conflict())
     except DbNotFound as missing:
         return envelope.failure(request, errors.datastore_missing(missing.db))
+    except ViewMissing as missing:
+        # A design document vanished under us: the next request installs it again.
+        log.warning("[%s] view %s missing in %s", ctx.request_id, missing.view, missing.db)
+        request.app[STORES].databases.forget_named(missing.db)
+        return envelope.failure(request, errors.datastore_missing_view(missing.view))
     except web.HTTPRequestEntityTooLarge:
         return envelope.failure(request, errors.payload_too_large(
             request.app[SETTINGS].max_upload_bytes))
