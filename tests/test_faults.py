@@ -42,6 +42,7 @@ from tests.test_message_support import (
     must_stored,
     raw_path,
     stored_attachments,
+    stored_message_docs,
     vmboxes_path,
 )
 
@@ -262,24 +263,18 @@ def sha(data: bytes) -> str:
 
 async def inventory(env: Env, box_ids: list[str]) -> list[Instance]:
     """Every message document of the given boxes in every MODB, read straight from CouchDB."""
-    couch = env.stores.couch
     found: list[Instance] = []
-    for modb in await env.stores.messages.all_modbs(env.tenant.account.db):
-        _, result = await couch.request(
-            "GET", couch.url(modb.unencoded, "_all_docs"),
-            params={"include_docs": "true", "attachments": "true"}, db=modb.unencoded)
-        for row in result["rows"]:
-            doc = row.get("doc") or {}
-            if doc.get("pvt_type") != "mailbox_message" or doc.get("source_id") not in box_ids:
-                continue
-            attachments = doc.get("_attachments") or {}
-            audio_sha = None
-            if len(attachments) == 1:
-                [stub] = attachments.values()
-                audio_sha = sha(base64.b64decode(stub["data"])) if "data" in stub else None
-            found.append(Instance(
-                doc["_id"], doc["source_id"], bool(doc.get("pvt_deleted")),
-                (doc.get("metadata") or {}).get("folder"), audio_sha))
+    for doc in await stored_message_docs(env.stores, env.tenant):
+        if doc.get("source_id") not in box_ids:
+            continue
+        attachments = doc.get("_attachments") or {}
+        audio_sha = None
+        if len(attachments) == 1:
+            [stub] = attachments.values()
+            audio_sha = sha(base64.b64decode(stub["data"])) if "data" in stub else None
+        found.append(Instance(
+            doc["_id"], doc["source_id"], bool(doc.get("pvt_deleted")),
+            (doc.get("metadata") or {}).get("folder"), audio_sha))
     return found
 
 

@@ -35,7 +35,7 @@ import pytest
 from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from tests.conftest import TEST_TOKEN_SECRET, MakeAccount, Tenant
-from tests.test_message_support import json_part, messages_path, raw_path
+from tests.test_message_support import json_part, messages_path, raw_path, stored_message_docs
 
 JsonObject = dict[str, Any]
 
@@ -184,19 +184,6 @@ async def upload_and_kill(
     return await kill_during(service, upload(sent), rng.uniform(0.05, 0.6) * duration_s)
 
 
-async def box_docs(stores: Stores, tenant: Tenant) -> list[JsonObject]:
-    """Every message document of the account, attachments inline, read from CouchDB."""
-    couch = stores.couch
-    docs: list[JsonObject] = []
-    for modb in await stores.messages.all_modbs(tenant.account.db):
-        _, result = await couch.request(
-            "GET", couch.url(modb.unencoded, "_all_docs"),
-            params={"include_docs": "true", "attachments": "true"}, db=modb.unencoded)
-        docs += [row["doc"] for row in result["rows"]
-                 if (row.get("doc") or {}).get("pvt_type") == "mailbox_message"]
-    return docs
-
-
 def audio_shas(doc: JsonObject) -> list[str]:
     return [sha(base64.b64decode(stub["data"]))
             for stub in (doc.get("_attachments") or {}).values()]
@@ -242,7 +229,7 @@ async def test_a_killed_create_leaves_no_message_or_a_whole_one(
                                            lambda sent: send(session, "PUT", url, parts,
                                                              headers, sent))
             answers[str(status)] += 1
-            docs = await box_docs(stores, tenant)
+            docs = await stored_message_docs(stores, tenant)
             assert not spool_files(service), "a killed upload left its spool file"
             for doc in docs:
                 assert audio_shas(doc) == [sha(audio)], (
@@ -268,7 +255,7 @@ async def test_a_killed_audio_replace_leaves_the_old_audio_or_the_new(
         box = await new_box(session, service, tenant, "3100")
         assert await send(session, "PUT", service.url + messages_path(tenant, box), parts,
                           auth(tenant, **{"Content-Type": ctype})) == 201
-        [doc] = await box_docs(stores, tenant)
+        [doc] = await stored_message_docs(stores, tenant)
         url = service.url + raw_path(tenant, box, doc["_id"])
         current = sha(first)
         audio = secrets.token_bytes(REPLACE_BYTES)
@@ -285,7 +272,7 @@ async def test_a_killed_audio_replace_leaves_the_old_audio_or_the_new(
 
             status = await upload_and_kill(service, rng, number, duration_s, upload)
             answers[str(status)] += 1
-            [doc] = await box_docs(stores, tenant)
+            [doc] = await stored_message_docs(stores, tenant)
             held = audio_shas(doc)
             assert held in ([current], [sha(audio)]), "the audio is neither the old nor the new"
             outcomes["new" if held == [sha(audio)] else "old"] += 1
@@ -311,7 +298,7 @@ async def test_a_killed_move_converges_to_exactly_one_message(
             status = await send(session, "PUT", service.url + messages_path(tenant, source),
                                 parts, auth(tenant, **{"Content-Type": ctype}))
             assert status == 201
-            [doc] = [d for d in await box_docs(stores, tenant)
+            [doc] = [d for d in await stored_message_docs(stores, tenant)
                      if d.get("source_id") == source and not d.get("pvt_deleted")]
             url = f"{service.url}/v2/accounts/{tenant.id}/vmboxes/{source}/messages/{doc['_id']}"
             move = session.post(url, headers=auth(tenant),
@@ -333,7 +320,8 @@ async def test_a_killed_move_converges_to_exactly_one_message(
             async with session.get(service.url + messages_path(tenant, destination),
                                    headers=auth(tenant)) as resp:
                 assert resp.status == 200
-            live = [d for d in await box_docs(stores, tenant) if not d.get("pvt_deleted")]
+            stored = await stored_message_docs(stores, tenant)
+            live = [d for d in stored if not d.get("pvt_deleted")]
             assert len(live) == 1, f"round {number}: {len(live)} live messages"
             [message] = live
             assert audio_shas(message) == [sha(audio)]

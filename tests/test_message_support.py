@@ -257,6 +257,20 @@ async def stored(stores: Stores, tenant: Tenant, message_id: str) -> JsonObject 
     return await stores.couch.get_doc(modb_of_id(tenant, message_id), message_id)
 
 
+async def stored_message_docs(stores: Stores, tenant: Tenant) -> list[JsonObject]:
+    """Every message document of the account in every MODB, attachment bytes inline (base64),
+    read straight from CouchDB: what the race, kill and fault tests hold the answers against."""
+    couch = stores.couch
+    docs: list[JsonObject] = []
+    for modb in await stores.messages.all_modbs(tenant.account.db):
+        _, result = await couch.request(
+            "GET", couch.url(modb.unencoded, "_all_docs"),
+            params={"include_docs": "true", "attachments": "true"}, db=modb.unencoded)
+        docs += [row["doc"] for row in result["rows"]
+                 if (row.get("doc") or {}).get("pvt_type") == "mailbox_message"]
+    return docs
+
+
 async def must_stored(stores: Stores, tenant: Tenant, message_id: str) -> JsonObject:
     doc = await stored(stores, tenant, message_id)
     assert doc is not None, f"{message_id} is not in CouchDB"

@@ -34,6 +34,7 @@ from tests.test_message_support import (
     message_path,
     messages_path,
     raw_path,
+    stored_message_docs,
 )
 
 JsonObject = dict[str, Any]
@@ -97,23 +98,17 @@ class Verdict:
 
 async def stored_messages(stores: Stores, tenant: Tenant, boxes: set[str]) -> list[Stored]:
     """Every message document of the boxes, read from CouchDB with its attachment bytes."""
-    couch = stores.couch
     found = []
-    for modb in await stores.messages.all_modbs(tenant.account.db):
-        _, result = await couch.request(
-            "GET", couch.url(modb.unencoded, "_all_docs"),
-            params={"include_docs": "true", "attachments": "true"}, db=modb.unencoded)
-        for row in result["rows"]:
-            doc = row.get("doc") or {}
-            if doc.get("pvt_type") != "mailbox_message" or doc.get("source_id") not in boxes:
-                continue
-            attachments = doc.get("_attachments") or {}
-            audio = None
-            if len(attachments) == 1:
-                [stub] = attachments.values()
-                audio = sha(base64.b64decode(stub["data"]))
-            found.append(Stored(doc["_id"], doc["source_id"], bool(doc.get("pvt_deleted")),
-                                bool(doc.get("pvt_move_pending")), len(attachments), audio))
+    for doc in await stored_message_docs(stores, tenant):
+        if doc.get("source_id") not in boxes:
+            continue
+        attachments = doc.get("_attachments") or {}
+        audio = None
+        if len(attachments) == 1:
+            [stub] = attachments.values()
+            audio = sha(base64.b64decode(stub["data"]))
+        found.append(Stored(doc["_id"], doc["source_id"], bool(doc.get("pvt_deleted")),
+                            bool(doc.get("pvt_move_pending")), len(attachments), audio))
     return found
 
 

@@ -31,6 +31,11 @@ def utc_month(gregorian_s: int) -> tuple[int, int]:
     return moment.year, moment.month
 
 
+def month_start(year: int, month: int) -> int:
+    """The first second of a UTC month."""
+    return from_unix(datetime(year, month, 1, tzinfo=UTC).timestamp())
+
+
 def iso8601(gregorian_s: int | None = None) -> str:
     moment = to_datetime(now() if gregorian_s is None else gregorian_s)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

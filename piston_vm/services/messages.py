@@ -12,7 +12,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -27,7 +26,7 @@ from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DocConflict, StorageError
-from piston_vm.storage.names import DbName, is_box_id, message_month, yyyymm
+from piston_vm.storage.names import DbName, is_box_id, message_month, previous_month, yyyymm
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +296,9 @@ class MessageService(Service):
                            "printable characters", "target": MAX_IDEMPOTENCY_KEY_CHARS})
         now = gregorian.now()
         months = [modb]
-        if modb.month is not None and now - _month_start(*modb.month) < IDEMPOTENCY_WINDOW_S:
-            year, month = modb.month
-            months.append(modb.modb(year - 1, 12) if month == 1 else modb.modb(year, month - 1))
+        if (modb.month is not None
+                and now - gregorian.month_start(*modb.month) < IDEMPOTENCY_WINDOW_S):
+            months.append(modb.modb(*previous_month(*modb.month)))
         expired = False
         for candidate in months:
             keyed_id = _keyed_id(account, box["_id"], key, candidate)
@@ -634,10 +633,6 @@ def _keyed_id(account: Account, box_id: str, key: str, modb: DbName) -> str:
     seed = f"{account.id}\n{box_id}\n{key}".encode()
     month = yyyymm(*modb.month) if modb.month else ""
     return f"{month}-{hashlib.sha256(seed).hexdigest()[:32]}"
-
-
-def _month_start(year: int, month: int) -> int:
-    return gregorian.from_unix(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 def _month_at_or_after(modb: DbName, month: str, desc: bool) -> bool:

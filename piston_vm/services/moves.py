@@ -35,7 +35,7 @@ from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DbNotFound, DocConflict, DocNotFound, StorageError
-from piston_vm.storage.names import DbName, yyyymm
+from piston_vm.storage.names import DbName, previous_month, yyyymm
 from piston_vm.storage.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,14 @@ class Mover:
         self.audio = AudioService(stores)
 
     async def _copy_doc(
-        self, call: Call | None, account: Account, found: Located, box: JsonObject,
+        self, call: Call, account: Account, found: Located, box: JsonObject,
         new_id: str, modb: DbName, now: int,
     ) -> JsonObject:
         zone_name = await box_timezone(self.stores, account, box, self.default_timezone)
         doc = docs.copy_for_box(found.doc, new_id, modb, box, zone_name, account.realm, now)
         for mark in (MOVED_FROM, MOVED_TO, PENDING):
             doc.pop(mark, None)
-        if call is not None:
-            stamp_auth(doc, call, request_id=False)
+        stamp_auth(doc, call, request_id=False)
         return doc
 
     async def _write(
@@ -106,10 +105,7 @@ class Mover:
         """
         try:
             if audio is None:
-                if "_rev" in doc:
-                    await self.stores.messages.save(modb, doc)
-                else:
-                    await self.stores.messages.create(modb, doc)
+                await self.stores.messages.create(modb, doc)  # a new doc, or one at its `_rev`
             else:
                 await self.stores.messages.create_with_audio(
                     modb, doc, lambda: [self.audio.copy_attachment(audio)])
@@ -276,8 +272,7 @@ class Mover:
         every copy a crash can have left (a sweep of older months is `repair_months`).
         """
         now = gregorian.utc_month(gregorian.now())
-        previous = (now[0] - 1, 12) if now[1] == 1 else (now[0], now[1] - 1)
-        return await self.repair_months(account, [previous, now])
+        return await self.repair_months(account, [previous_month(*now), now])
 
     async def repair_months(self, account: Account, months: list[tuple[int, int]]) -> int:
         settled = 0

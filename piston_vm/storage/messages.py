@@ -7,7 +7,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -28,10 +27,6 @@ MOVES_DESIGN = "piston_vm_moves"
 FOLDERS = ("new", "saved", "deleted")
 # Soft deletes go to CouchDB in batches of this many documents.
 BULK_BATCH_DOCS = 500
-
-
-def _month_start(year: int, month: int) -> int:
-    return gregorian.from_unix(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 class MessageStore:
@@ -210,7 +205,7 @@ class MessageStore:
             return counts
         async def count(modb: DbName) -> None:
             try:
-                if modb.month is not None and _month_start(*modb.month) >= start:
+                if modb.month is not None and gregorian.month_start(*modb.month) >= start:
                     await self._count_whole_month(modb, box_ids, counts)
                 else:
                     await self._count_rows(modb, start, end, set(box_ids), counts)
