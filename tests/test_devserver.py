@@ -275,6 +275,61 @@ async def test_all_docs_and_view_options(http: aiohttp.ClientSession) -> None:
     assert rows == [{"key": [0], "value": 6}, {"key": [1], "value": 9}]
 
 
+@pytest.mark.parametrize("params", [{"startkey": "not json"}, {"key": "[1,"},
+                                    {"limit": "abc"}, {"limit": "-1"}, {"skip": "1.5"},
+                                    {"group_level": "x"}])
+async def test_view_values_couchdb_refuses_are_400_query_parse_error(
+    http: aiohttp.ClientSession, params: dict[str, str],
+) -> None:
+    """FIX 9: CouchDB answers these 400 query_parse_error; PouchDB guessed a meaning."""
+    await create_db(http, "/parse")
+    ddoc = {"_id": "_design/q", "views": {"n": {"map": "function (d) { emit(d.n, 1); }"}}}
+    async with http.put("/parse/_design/q", json=ddoc) as resp:
+        assert resp.status in (201, 409)
+    for path in ("/parse/_design/q/_view/n", "/parse/_all_docs"):
+        async with http.get(path, params=params) as resp:
+            assert resp.status == 400, await resp.text()
+            assert (await json_of(resp))["error"] == "query_parse_error"
+    async with http.delete("/parse") as resp:
+        assert resp.status == 200
+
+
+async def test_multi_query_endpoint_answers_each_query_in_order(
+    http: aiohttp.ClientSession,
+) -> None:
+    """FIX 10: POST …/_view/NAME/queries, with `_sum` of vectors as CouchDB adds them."""
+    await create_db(http, "/multi")
+    docs = [{"_id": f"d{i}", "box": "ab"[i % 2], "t": i, "v": [1, i % 3 == 0, 0]}
+            for i in range(10)]
+    ddoc = {"_id": "_design/m", "views": {"by": {
+        "map": "function (d) { if (d.box) emit([d.box, d.t], [d.v[0], d.v[1] ? 1 : 0, d.v[2]]); }",
+        "reduce": "_sum"}}}
+    async with http.post("/multi/_bulk_docs", json={"docs": [*docs, ddoc]}) as resp:
+        assert resp.status == 201
+    queries = [{"startkey": ["a", 4], "endkey": ["a", 8]},
+               {"start_key": ["b", 0], "end_key": ["b", {}]},
+               {"startkey": ["c"], "endkey": ["c", {}]},
+               {"group_level": 1},
+               {"reduce": False, "startkey": ["b", 7], "endkey": ["b", 9], "limit": 1}]
+    async with http.post("/multi/_design/m/_view/by/queries", json={"queries": queries}) as resp:
+        assert resp.status == 200, await resp.text()
+        results = (await json_of(resp))["results"]
+    assert [r["rows"] for r in results[:4]] == [
+        [{"key": None, "value": [3, 1, 0]}],          # a4, a6, a8; a6 has v[1]
+        [{"key": None, "value": [5, 2, 0]}],          # b1 … b9; b3, b9
+        [],
+        [{"key": ["a"], "value": [5, 2, 0]}, {"key": ["b"], "value": [5, 2, 0]}],
+    ]
+    assert [r["id"] for r in results[4]["rows"]] == ["d7"]
+    async with http.post("/multi/_design/m/_view/by/queries",
+                         json={"queries": [{"limit": "x"}]}) as resp:
+        assert resp.status == 400
+    async with http.post("/multi/_design/nope/_view/by/queries", json={"queries": [{}]}) as resp:
+        assert resp.status == 404
+    async with http.delete("/multi") as resp:
+        assert resp.status == 200
+
+
 # --- 6. welcome, 8. auth -------------------------------------------------------------------
 
 

@@ -430,6 +430,10 @@ async def test_long_query_strings_under_the_line_limit_are_answered_in_the_envel
     if query.startswith("page_size"):
         expect_error(resp, body, 404, "faulty_request", {"message": "invalid page size"})
         return
+    if query.startswith("start_key"):
+        expect_error(resp, body, 400, "validation error", {"start_key": {"maxLength": {
+            "message": "String must not be more than 4096 characters", "target": 4096}}})
+        return
     rows = assert_success(resp, body)
     if query.startswith(("x=", "p0=")):
         assert len(rows) == 1  # unknown parameters are ignored
@@ -504,6 +508,75 @@ async def test_page_size_is_ignored_when_paging_is_off(nothing_written: World) -
         "GET", f"{nothing_written.boxes}?paginate=false&page_size=abc", content_type=None)
     assert len(assert_success(resp, body)) == 1
     assert "page_size" not in body
+
+
+# -- values bounded before they reach CouchDB (docs/decisions.md N-8) ----------------------------
+
+
+@pytest.mark.parametrize("where", LISTS)
+@pytest.mark.parametrize("value", ["10001", "3792748851536385277952", "18446744073709551616"])
+async def test_a_page_size_past_the_bound_is_400_naming_it(
+    nothing_written: World, where: str, value: str,
+) -> None:
+    # Found by schemathesis on Apache CouchDB: the value reached CouchDB's `limit` and came
+    # back as a 503.
+    resp, body = await nothing_written.send(
+        "GET", f"{_path(nothing_written, where)}?page_size={value}", content_type=None)
+    expect_error(resp, body, 400, "validation error", {"page_size": {"maximum": {
+        "message": "Value must be at most 10000", "target": 10000, "value": value}}})
+
+
+@pytest.mark.parametrize("where", LISTS)
+async def test_the_largest_page_size_is_served(nothing_written: World, where: str) -> None:
+    resp, body = await nothing_written.send(
+        "GET", f"{_path(nothing_written, where)}?page_size=10000", content_type=None)
+    assert len(assert_success(resp, body)) == 1
+
+
+UNPARSABLE_KEYS = ["1e999", "-1e999", "NaN", "Infinity", "[1, NaN]", '{"a": [Infinity]}',
+                   "[" * 17 + "]" * 17, "[" * 1300 + "]" * 1300, b64url('{"k": [1e999]}'),
+                   b64url('{"k": ' + "[" * 1200 + "]" * 1200 + "}")]
+
+
+@pytest.mark.parametrize("where", LISTS)
+@pytest.mark.parametrize("cursor", UNPARSABLE_KEYS,
+                         ids=[f"key{i}" for i in range(len(UNPARSABLE_KEYS))])
+async def test_a_start_key_couchdb_cannot_parse_is_400_naming_it(
+    nothing_written: World, where: str, cursor: str,
+) -> None:
+    path = f"{_path(nothing_written, where)}?start_key={quote(cursor, safe='')}"
+    resp, body = await nothing_written.send("GET", path, content_type=None)
+    data = expect_error(resp, body, 400, "validation error")
+    assert list(data) == ["start_key"], data
+    assert data["start_key"]["invalid"]["value"] == cursor
+
+
+@pytest.mark.parametrize("where", LISTS)
+async def test_a_start_key_at_the_bounds_is_used(nothing_written: World, where: str) -> None:
+    for cursor in ["[" * 16 + "]" * 16, "k" * 4096, "[99999999999999999999999, 1.5e300]"]:
+        path = f"{_path(nothing_written, where)}?start_key={quote(cursor, safe='')}"
+        resp, body = await nothing_written.send("GET", path, content_type=None)
+        assert isinstance(assert_success(resp, body), list), cursor
+
+
+@pytest.mark.parametrize("where", ["messages", "account_messages"])
+@pytest.mark.parametrize("field", ["created_from", "created_to"])
+@pytest.mark.parametrize("value", ["315537897600", "99999999999999999999999999"])
+async def test_a_time_window_past_the_year_9999_is_400_naming_it(
+    nothing_written: World, where: str, field: str, value: str,
+) -> None:
+    resp, body = await nothing_written.send(
+        "GET", f"{_path(nothing_written, where)}?{field}={value}", content_type=None)
+    expect_error(resp, body, 400, "validation error", {field: {"maximum": {
+        "message": "Value must be at most 315537897599", "target": 315537897599,
+        "value": int(value)}}})
+
+
+async def test_a_time_window_at_the_last_second_of_9999_is_used(nothing_written: World) -> None:
+    resp, body = await nothing_written.send(
+        "GET", f"{nothing_written.box}/messages?created_from=315537897000"
+               "&created_to=315537897599", content_type=None)
+    assert assert_success(resp, body) == []
 
 
 # -- invalid cursors (never an error by themselves, docs/decisions.md P-6) ---------------------

@@ -14,6 +14,8 @@
 //   6. CouchDB-like GET / and GET /_up
 //   7. no request can kill the process
 //   8. --admin user:password, HTTP Basic auth required for everything else
+//   9. view query values parsed like CouchDB: 400 query_parse_error
+//  10. POST /db/_design/d/_view/v/queries (CouchDB 3's multi-query)
 //
 // Usage:
 //   node server.js [--host 127.0.0.1] [--port 5984] [--data-dir ./var/couchdb]
@@ -838,6 +840,84 @@ function mergeBulkResults(results, plan) {
   plan.errors.forEach((err, i) => { if (err) all.push({ r: err, i }); });
   return all.sort((a, b) => a.i - b.i).map((x) => x.r);
 }
+
+// FIX 9: CouchDB refuses view query values it cannot parse (400
+// query_parse_error); express-pouchdb guessed (a key that is not JSON became
+// a string). Clients must see the same refusal on both servers.
+const JSON_QUERY_PARAMS = ['key', 'keys', 'startkey', 'endkey', 'start_key', 'end_key'];
+const COUNT_QUERY_PARAMS = ['limit', 'skip', 'group_level'];
+function queryParseError(query) {
+  for (const name of JSON_QUERY_PARAMS) {
+    if (typeof query[name] !== 'string') continue;
+    try {
+      JSON.parse(query[name]);
+    } catch (e) {
+      return 'Invalid JSON value for ' + name + ': ' + JSON.stringify(query[name]);
+    }
+  }
+  for (const name of COUNT_QUERY_PARAMS) {
+    if (typeof query[name] !== 'string') continue;
+    if (!/^[0-9]+$/.test(query[name]) || !Number.isSafeInteger(Number(query[name]))) {
+      return 'Invalid value for positive integer: ' + JSON.stringify(query[name]);
+    }
+  }
+  return null;
+}
+app.use((req, res, next) => {
+  const segs = pathSegments(req);
+  const isView = segs && ((segs.length === 5 && segs[1] === '_design' && segs[3] === '_view') ||
+    (segs.length === 2 && segs[1] === '_all_docs'));
+  if (isView && (req.method === 'GET' || req.method === 'POST')) {
+    const reason = queryParseError(req.query);
+    if (reason) return sendJSON(res, 400, { error: 'query_parse_error', reason });
+  }
+  next();
+});
+
+// FIX 10: the multi-query endpoint of CouchDB 2.2+ (POST .../_view/NAME/queries
+// with {"queries": [...]}, answered {"results": [...]}, one per query in
+// order). Each query's values are JSON already, not query-string text.
+const QUERY_OPTION_NAMES = {
+  key: 'key', keys: 'keys', startkey: 'startkey', start_key: 'startkey',
+  endkey: 'endkey', end_key: 'endkey', startkey_docid: 'startkey_docid',
+  start_key_doc_id: 'startkey_docid', endkey_docid: 'endkey_docid',
+  end_key_doc_id: 'endkey_docid', limit: 'limit', skip: 'skip', descending: 'descending',
+  group: 'group', group_level: 'group_level', reduce: 'reduce', include_docs: 'include_docs',
+  inclusive_end: 'inclusive_end', update_seq: 'update_seq',
+};
+app.post('/:db/_design/:ddoc/_view/:view/queries', express.json({ limit: '16mb', type: () => true }),
+  async (req, res) => {
+    try {
+      const body = req.body;
+      if (!body || typeof body !== 'object' || !Array.isArray(body.queries)) {
+        throw badRequest('Request body must be a JSON object with a "queries" array');
+      }
+      const db = await openKnownDb(req, req.params.db);
+      const results = [];
+      for (const query of body.queries) {
+        if (!query || typeof query !== 'object' || Array.isArray(query)) {
+          throw { status: 400, error: 'query_parse_error', reason: 'each query must be a JSON object' };
+        }
+        const opts = {};
+        for (const name of Object.keys(query)) {
+          const option = QUERY_OPTION_NAMES[name];
+          if (!option) continue;
+          opts[option] = query[name];
+        }
+        for (const name of ['limit', 'skip', 'group_level']) {
+          if (opts[name] !== undefined && !(Number.isSafeInteger(opts[name]) && opts[name] >= 0)) {
+            throw { status: 400, error: 'query_parse_error',
+              reason: 'Invalid value for positive integer: ' + JSON.stringify(opts[name]) };
+          }
+        }
+        const answer = await db.query(req.params.ddoc + '/' + req.params.view, opts);
+        results.push(answer);
+      }
+      sendJSON(res, 200, { results });
+    } catch (err) {
+      sendErrorJSON(res, err);
+    }
+  });
 
 const pouchApp = expressPouchDB(PouchDB, {
   mode: 'minimumForPouchDB',

@@ -166,10 +166,18 @@ class DatastoreError(ApiError):
     """CouchDB could not do what we asked: always a 503 (docs/decisions.md P-16)."""
 
 
-def datastore_unreachable() -> DatastoreError:
+def datastore_unreachable(timed_out: bool = True) -> DatastoreError:
+    """CouchDB did not answer: it timed out, or (timed_out=False) refused the connection."""
+    message = "datastore timeout" if timed_out else "datastore unreachable"
     return DatastoreError(
-        HTTPStatus.SERVICE_UNAVAILABLE, "datastore_unreachable", {"message": "datastore timeout"}
+        HTTPStatus.SERVICE_UNAVAILABLE, "datastore_unreachable", {"message": message}
     )
+
+
+def invalid_request(cause: str) -> ApiError:
+    """CouchDB refused a value of the request as malformed (docs/decisions.md N-8)."""
+    return ApiError(HTTPStatus.BAD_REQUEST, "invalid request",
+                    {"message": "a value of the request cannot be used", "cause": cause})
 
 
 def datastore_missing(db_name: str) -> DatastoreError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,15 @@ JsonObject = dict[str, Any]
 # Rows fetched per CouchDB request while a filtered page is being filled.
 SCAN_BATCH_ROWS = 200
 _MISSING = object()
+
+# Bounds on what a client's `start_key` may send to CouchDB as a view key (docs/api.md 8.2):
+# our own cursors are a few hundred characters and two levels deep.
+MAX_START_KEY_CHARS = 4096
+MAX_KEY_DEPTH = 16
+
+
+class CursorRejected(ValueError):
+    """A start key CouchDB could not take as a view key (non-finite number, absurd nesting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +57,45 @@ class Cursor:
     @classmethod
     def decode(cls, text: str) -> Cursor:
         """Our own cursor, or (docs/decisions.md P-6) any other value used as a raw view
-        start key."""
+        start key. Raises CursorRejected for a key no CouchDB could parse."""
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             payload = json.loads(raw)
-            if isinstance(payload, dict) and "k" in payload:
-                doc_id = payload.get("d")
-                month = payload.get("m")
-                return cls(
-                    payload["k"],
-                    doc_id if isinstance(doc_id, str) else None,
-                    month if isinstance(month, str) else None,
-                )
         except (binascii.Error, ValueError):
-            pass
+            payload = None
+        except RecursionError:
+            raise CursorRejected("nested too deeply") from None
+        if isinstance(payload, dict) and "k" in payload:
+            doc_id = payload.get("d")
+            month = payload.get("m")
+            return cls(
+                _view_key(payload["k"]),
+                doc_id if isinstance(doc_id, str) else None,
+                month if isinstance(month, str) else None,
+            )
         try:
-            return cls(json.loads(text))
+            key = json.loads(text)
+        except RecursionError:
+            raise CursorRejected("nested too deeply") from None
         except ValueError:
             return cls(text)
+        return cls(_view_key(key))
+
+
+def _view_key(value: Any, depth: int = 0) -> Any:
+    """`value` if CouchDB can take it as a view key: JSON has no NaN or Infinity (Python's
+    json reads them, and "1e999" as infinity), and CouchDB's parser limits nesting."""
+    if depth >= MAX_KEY_DEPTH:
+        raise CursorRejected("nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CursorRejected("not a finite number")
+    if isinstance(value, list):
+        for item in value:
+            _view_key(item, depth + 1)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _view_key(item, depth + 1)
+    return value
 
 
 MAX_PAGE_SIZE = 10_000
@@ -86,14 +117,31 @@ def paging(call: Call, default_page_size: int) -> Paging:
             raise errors.faulty_request("invalid page size")
         if page_size < 1:
             raise errors.faulty_request("page size must be at least 1")
-        # A page never holds more than this: CouchDB refuses a `limit` past 64 bits (a client's
-        # value must not reach it as an outage), and larger pages only cost memory. The page
-        # still says where the next one starts.
-        page_size = min(page_size, MAX_PAGE_SIZE)
+        # CouchDB refuses a `limit` past 64 bits, and a page past this only costs memory: the
+        # client hears which bound it crossed rather than an outage (docs/api.md 8.2).
+        if page_size > MAX_PAGE_SIZE:
+            raise errors.validation_error("page_size", "maximum", {
+                "message": f"Value must be at most {MAX_PAGE_SIZE}", "target": MAX_PAGE_SIZE,
+                "value": str(raw_size)})
     raw_start = call.value("start_key")
     start_key = None if raw_start is None else str(raw_start)
-    cursor = Cursor.decode(start_key) if start_key else None
-    return Paging(True, page_size, start_key, cursor)
+    return Paging(True, page_size, start_key, start_cursor(start_key))
+
+
+def start_cursor(start_key: str | None) -> Cursor | None:
+    """The cursor a client's `start_key` names; a 400 naming the field for one CouchDB could
+    not take (docs/api.md 8.2)."""
+    if not start_key:
+        return None
+    if len(start_key) > MAX_START_KEY_CHARS:
+        raise errors.validation_error("start_key", "maxLength", {
+            "message": f"String must not be more than {MAX_START_KEY_CHARS} characters",
+            "target": MAX_START_KEY_CHARS})
+    try:
+        return Cursor.decode(start_key)
+    except CursorRejected as exc:
+        raise errors.validation_error("start_key", "invalid", {
+            "message": f"start_key is not a usable key: {exc}", "value": start_key}) from None
 
 
 def descending(query: Mapping[str, str], default: bool) -> bool:

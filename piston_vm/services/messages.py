@@ -377,6 +377,12 @@ class MessageService(Service):
                 value = int(raw) if raw is not None and not isinstance(raw, bool) else None
             except (TypeError, ValueError):
                 return None
+            # Past the year 9999 no calendar month (and so no MODB) exists: say so, rather
+            # than hand CouchDB a key it cannot compare (docs/api.md 8.4).
+            if value is not None and value > gregorian.LATEST_GREGORIAN_S:
+                raise errors.validation_error(name, "maximum", {
+                    "message": f"Value must be at most {gregorian.LATEST_GREGORIAN_S}",
+                    "target": gregorian.LATEST_GREGORIAN_S, "value": value})
             return value if value is not None and value > 0 else None
 
         end = positive("created_to") or gregorian.now()

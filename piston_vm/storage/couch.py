@@ -37,6 +37,8 @@ T = TypeVar("T")
 VIEW_TIMEOUT_S = 600.0
 MAX_CONNECTIONS = 100
 LARGE_BODY_BYTES = 512 * 1024
+# Queries per multi-query request (view_queries).
+MULTI_QUERY_BATCH = 100
 
 
 class StorageError(Exception):
@@ -180,7 +182,7 @@ class CouchClient:
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             log.warning("CouchDB %s %s unreachable: %r", method, url.path, exc)
-            raise errors.datastore_unreachable() from exc
+            raise unreachable(exc) from exc
         decoded: Any = json.loads(raw) if raw else None
         if status >= 400:
             raise self._error(status, decoded, db)
@@ -199,6 +201,11 @@ class CouchClient:
             return errors.document_too_large()
         if status == HTTPStatus.PRECONDITION_FAILED and error == "file_exists":
             return DbExists(db or "")
+        if status == HTTPStatus.BAD_REQUEST:
+            # A value of the client's that CouchDB cannot parse (the edge bounds the known ones,
+            # docs/decisions.md N-8): the client's mistake, not an outage.
+            log.warning("CouchDB refused a request value: %s %s", error, reason)
+            return errors.invalid_request(str(reason or error or status))
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             log.error("CouchDB refused our credentials: %s %s", error, reason)
         return errors.datastore_fault(str(error or status))
@@ -268,7 +275,7 @@ class CouchClient:
             if not isinstance(exc, TimeoutError | aiohttp.ClientConnectionError):
                 raise
             log.warning("CouchDB PUT %s unreachable: %r", doc["_id"], exc)
-            raise errors.datastore_unreachable() from exc
+            raise unreachable(exc) from exc
         finally:
             for attachment in attachments:
                 closer = getattr(attachment.chunks, "aclose", None)
@@ -346,6 +353,31 @@ class CouchClient:
             raise ViewMissing(db, f"{design}/{view}") from None
         return dict(result)
 
+    async def view_queries(
+        self, db: str, design: str, view: str, queries: Sequence[Mapping[str, Any]]
+    ) -> list[JsonObject]:
+        """Several queries of one view in as few requests as CouchDB allows; one result each.
+
+        CouchDB 3's `POST …/_view/NAME/queries` takes the queries as JSON (keys unencoded).
+        Large sets go in batches side by side, so no single request grows without bound.
+        """
+        url = self.url(db, "_design", quote(design, safe=""), "_view", quote(view, safe=""),
+                       "queries")
+
+        async def batch(part: Sequence[Mapping[str, Any]]) -> list[JsonObject]:
+            call = self.request("POST", url, body={"queries": list(part)},
+                                timeout=self._view_timeout, db=db)
+            try:
+                _, result = await self._watched(call)
+            except DocNotFound:
+                raise ViewMissing(db, f"{design}/{view}") from None
+            return [dict(r) for r in result["results"]]
+
+        batches = await asyncio.gather(*(
+            batch(queries[i : i + MULTI_QUERY_BATCH])
+            for i in range(0, len(queries), MULTI_QUERY_BATCH)))
+        return [result for part in batches for result in part]
+
     async def _watched(self, call: Awaitable[T]) -> T:
         """Let a slow request run (a view may be indexing) only while CouchDB still answers.
 
@@ -381,7 +413,7 @@ class CouchClient:
             async with self.session.head(self.url(db)) as resp:
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise errors.datastore_unreachable() from exc
+            raise unreachable(exc) from exc
         if status == HTTPStatus.NOT_FOUND:
             return False
         if status >= 400:
@@ -432,7 +464,7 @@ class CouchClient:
                     raise self._error(resp.status, json.loads(raw) if raw else None, db)
                 yield resp
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise errors.datastore_unreachable() from exc
+            raise unreachable(exc) from exc
 
     async def put_attachment(
         self,
@@ -458,7 +490,7 @@ class CouchClient:
                 raw = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise errors.datastore_unreachable() from exc
+            raise unreachable(exc) from exc
         finally:
             # aiohttp stops reading a body iterator once Content-Length bytes are sent; close
             # it so the file behind it is released now, not whenever the collector runs.
@@ -469,6 +501,11 @@ class CouchClient:
         if status >= 400:
             raise self._error(status, decoded, db)
         return str(decoded["rev"])
+
+
+def unreachable(exc: BaseException) -> errors.DatastoreError:
+    """A 503 that says whether CouchDB timed out or could not be reached at all."""
+    return errors.datastore_unreachable(timed_out=isinstance(exc, TimeoutError))
 
 
 async def _exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:

@@ -50,12 +50,26 @@ def _load_dir(directory: Path) -> tuple[JsonObject, ...]:
     return tuple(docs)
 
 
+# piston_vm's own design documents: kept exactly as couchdb/ has them.
+OWN_PREFIX = "_design/piston_vm"
+
+
 async def install(couch: CouchClient, db: str, wanted: JsonObject) -> None:
-    """Create the design doc, or add the views it lacks; existing views are left as they are."""
+    """Create the design doc, or add the views it lacks; existing views are left as they are.
+
+    The platform's documents may carry views of the platform's, which are never touched; our
+    own (`_design/piston_vm…`) are replaced when they differ, so that an upgrade drops a view
+    it no longer uses instead of indexing it forever.
+    """
+    own = str(wanted["_id"]).startswith(OWN_PREFIX)
     for _ in range(INSTALL_ATTEMPTS):
         current = await couch.get_doc(db, wanted["_id"])
         if current is None:
             doc = {k: v for k, v in wanted.items() if k != "_rev"}
+        elif own:
+            if all(current.get(k) == v for k, v in wanted.items() if k != "_rev"):
+                return
+            doc = {**{k: v for k, v in wanted.items() if k != "_rev"}, "_rev": current["_rev"]}
         else:
             views = dict(current.get("views") or {})
             missing = {k: v for k, v in wanted.get("views", {}).items() if k not in views}

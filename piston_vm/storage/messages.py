@@ -23,6 +23,8 @@ JsonObject = dict[str, Any]
 
 DESIGN = "mailbox_messages"
 COUNTS_DESIGN = "piston_vm_counts"
+# Key [box id, timestamp], value [new, saved, deleted] as 0/1, reduce `_sum` (docs/storage.md 7.3).
+COUNTS_VIEW = "by_box_time"
 MOVES_DESIGN = "piston_vm_moves"
 FOLDERS = ("new", "saved", "deleted")
 # Soft deletes go to CouchDB in batches of this many documents.
@@ -196,19 +198,19 @@ class MessageStore:
     ) -> dict[str, Counter[str]]:
         """Per folder, the live messages of each listed box with start <= timestamp <= end.
 
-        A month wholly inside the window is counted by the `_count` reduce of our own design
-        doc, asking only for the listed boxes: on CouchDB that costs the same for 1,000 or
-        20,000 messages. Only the month the window starts in needs its rows read.
+        Only stored reductions are read (docs/storage.md 7.3): CouchDB answers from its b-tree's
+        inner nodes, so the cost follows boxes × months, not the number of messages.
         """
         counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
         if not box_ids:
             return counts
+
         async def count(modb: DbName) -> None:
             try:
                 if modb.month is not None and gregorian.month_start(*modb.month) >= start:
-                    await self._count_whole_month(modb, box_ids, counts)
+                    await self._count_whole_month(modb, set(box_ids), counts)
                 else:
-                    await self._count_rows(modb, start, end, set(box_ids), counts)
+                    await self._count_since(modb, start, end, box_ids, counts)
             except DbNotFound:
                 self.databases.forget(modb)
 
@@ -217,37 +219,29 @@ class MessageStore:
         return counts
 
     async def _count_whole_month(
-        self, modb: DbName, box_ids: list[str], counts: dict[str, Counter[str]]
+        self, modb: DbName, wanted: set[str], counts: dict[str, Counter[str]]
     ) -> None:
-        # One grouped query per month (a row per box and folder of the account) costs CouchDB
-        # O(groups) from its stored reductions, and the bundled server a single pass; asking
-        # for the listed keys one by one is slower on both.
-        wanted = set(box_ids)
+        # One grouped query (a row per box of the account) costs O(boxes) from the stored
+        # reductions; asking for the page's boxes one by one costs more round trips.
         result = await self.couch.view(
-            modb.unencoded, COUNTS_DESIGN, "by_box_folder", {"group_level": 2})
+            modb.unencoded, COUNTS_DESIGN, COUNTS_VIEW, {"group_level": 1})
         for row in result.get("rows", []):
-            key, value = row.get("key"), row.get("value")
-            if (isinstance(key, list) and len(key) == 2 and key[0] in wanted
-                    and key[1] in counts and isinstance(value, int)):
-                counts[key[1]][str(key[0])] += value
+            key = row.get("key")
+            if isinstance(key, list) and len(key) == 1 and key[0] in wanted:
+                _add_folder_sums(counts, str(key[0]), row.get("value"))
 
-    async def _count_rows(
-        self,
-        modb: DbName,
-        start: int,
-        end: int,
-        box_ids: set[str],
+    async def _count_since(
+        self, modb: DbName, start: int, end: int, box_ids: list[str],
         counts: dict[str, Counter[str]],
     ) -> None:
-        results = await asyncio.gather(*(
-            self.couch.view(modb.unencoded, DESIGN, "count_per_folder",
-                            {"startkey": [folder, start], "endkey": [folder, end, {}]})
-            for folder in FOLDERS))
-        for folder, result in zip(FOLDERS, results, strict=True):
+        # The month the window starts in: per box, the reduction of the key range
+        # [box, start] … [box, end], all boxes of the page in one multi-query request.
+        queries = [{"startkey": [box_id, start], "endkey": [box_id, end]} for box_id in box_ids]
+        results = await self.couch.view_queries(
+            modb.unencoded, COUNTS_DESIGN, COUNTS_VIEW, queries)
+        for box_id, result in zip(box_ids, results, strict=True):
             for row in result.get("rows", []):
-                key = row.get("key")
-                if isinstance(key, list) and len(key) == 3 and key[2] in box_ids:
-                    counts[folder][key[2]] += 1
+                _add_folder_sums(counts, box_id, row.get("value"))
 
     async def box_message_ids(self, modb: DbName, box_id: str) -> list[str]:
         """Ids of the box's live messages in one MODB, whatever their folder or time."""
@@ -280,3 +274,12 @@ class MessageStore:
                         if doc.get("_id") == doc_id:
                             doc["_rev"] = result["rev"]
         return outcome
+
+
+def _add_folder_sums(counts: dict[str, Counter[str]], box_id: str, value: Any) -> None:
+    """Add a `[new, saved, deleted]` sum of the count view to the box's counts."""
+    if not isinstance(value, list) or len(value) != len(FOLDERS):
+        return
+    for folder, number in zip(FOLDERS, value, strict=True):
+        if isinstance(number, int | float) and number:
+            counts[folder][box_id] += int(number)
