@@ -24,7 +24,7 @@ OVERHEAD_TARGETS = {"box_fetch": 1.5, "box_list": 2.0, "message_fetch": 1.5,
                     "message_list": 1.5, "raw_audio": 1.5}
 SCALING_TARGET = 1.3
 MEMORY_TARGET_MIB = 20.0
-WRITE_TARGET = 0.6
+WRITE_TARGET = 0.8
 STARTUP_TARGET_S = 3.0
 
 

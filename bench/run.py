@@ -88,7 +88,7 @@ class Plan:
 
 
 FULL = Plan(
-    mode="full", sizes=(1_000, 5_000, 20_000), rounds=5,
+    mode="full", sizes=(1_000, 5_000, 20_000, 100_000), rounds=5,
     bounds=Bounds(max_requests=400, min_requests=24, budget_s=1.5),
     warmup=Bounds(max_requests=40, min_requests=8, budget_s=0.5),
     scaling_bounds=Bounds(max_requests=40, min_requests=6, budget_s=2.0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,25 @@ def test_tokens_round_trip_and_reject_tampering() -> None:
         tokens.verify("a.b", ("s",))
     with pytest.raises(tokens.TokenExpired):
         tokens.verify(tokens.issue("s", RAW, "cb_api_auth", -1), ("s",))
+
+
+def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = tokens.issue("s", RAW, "cb_api_auth", 60)
+    assert tokens.verify(token, ("s",)).account_id == RAW  # verified once: remembered
+    later = time.time() + 61
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    with pytest.raises(tokens.TokenExpired) as expired:
+        tokens.verify(token, ("s",))
+    assert expired.value.args == (RAW,)
+    # Another secret set is another question: the cached answer for ("s",) is not reused.
+    with pytest.raises(tokens.TokenInvalid):
+        tokens.verify(token, ("other",))
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(tokens.TokenInvalid):
+            tokens.verify(forged, ("s",))
 
 
 def test_field_paths_escape_dots() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 
@@ -37,5 +38,10 @@ def month_start(year: int, month: int) -> int:
 
 
 def iso8601(gregorian_s: int | None = None) -> str:
-    moment = to_datetime(now() if gregorian_s is None else gregorian_s)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso8601(now() if gregorian_s is None else gregorian_s)
+
+
+# Every envelope carries the current second: formatted once per second, not once per response.
+@functools.lru_cache(maxsize=4)
+def _iso8601(gregorian_s: int) -> str:
+    return to_datetime(gregorian_s).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from piston_vm.core.validation import merge_errors
 from piston_vm.services.base import Service
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
-from piston_vm.storage.names import BOX_ID_RE, is_box_id
+from piston_vm.storage.names import BOX_ID_RE, DbName, is_box_id
 
 JsonObject = dict[str, Any]
 
@@ -210,23 +211,35 @@ class VmboxService(Service):
 
         accept = (lambda row: passes(row.get("doc") or {}, filters)) if filters else None
         wanted = page.page_size + 1 if page.paginate else None
-        rows = await fill_page(fetch, page.cursor, wanted, accept, desc)
+        # Which months hold messages to count does not depend on the page: find out meanwhile.
+        window = asyncio.ensure_future(self._count_window(account))
+        try:
+            rows = await fill_page(fetch, page.cursor, wanted, accept, desc)
+        except BaseException:
+            window.cancel()
+            raise
         next_cursor = None
         if page.paginate and len(rows) > page.page_size:
             extra = rows.pop()
             next_cursor = Cursor(extra["key"], extra["id"])
         values = [dict(row["value"]) for row in rows]
-        await self._add_counts(account, values)
+        await self._add_counts(values, *await window)
         return values, next_cursor, page.start_key, page.paginate
 
-    async def _add_counts(self, account: Account, rows: list[JsonObject]) -> None:
+    async def _count_window(self, account: Account) -> tuple[int, int, list[DbName]]:
+        """The retention window, and the MODBs of its months that exist."""
+        now = gregorian.now()
+        start = now - await self.stores.accounts.retention_s(account, self.settings)
+        return start, now, await self.stores.messages.window_modbs(account.db, start, now)
+
+    async def _add_counts(
+        self, rows: list[JsonObject], start: int, end: int, modbs: list[DbName]
+    ) -> None:
         """`messages` and `folders` from the MODBs inside the retention window (docs/api.md 9.1)."""
         if not rows:
             return
-        now = gregorian.now()
-        retention_s = await self.stores.accounts.retention_s(account, self.settings)
         counts = await self.stores.messages.folder_counts(
-            account.db, now - retention_s, now, [str(row.get("id")) for row in rows])
+            modbs, start, end, [str(row.get("id")) for row in rows])
         for row in rows:
             box_id = str(row.get("id"))
             if not any(counts[folder][box_id] for folder in counts):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import logging
@@ -86,10 +87,14 @@ class Attachment:
     chunks: AsyncIterator[bytes]
 
 
+# Every CouchDB request quotes its database name (and usually a document id) again; the same
+# few names recur, and urllib's quote showed in profiles of single reads.
+@functools.lru_cache(maxsize=4096)
 def quote_db(db: str) -> str:
     return quote(db, safe="")
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_doc_id(doc_id: str) -> str:
     # "_design/x" keeps its slash: CouchDB routes design documents on the literal path.
     if doc_id.startswith("_design/"):
@@ -109,6 +114,7 @@ class CouchClient:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._base = URL(endpoint.url)
+        self._base_text = str(self._base)
         headers = {"Accept": "application/json"}
         if endpoint.user is not None:
             token = f"{endpoint.user}:{endpoint.password or ''}".encode()
@@ -146,7 +152,7 @@ class CouchClient:
         if parts:
             path += "/" + "/".join(parts)
         # encoded=True keeps %2F as sent; yarl would otherwise normalise it.
-        return URL(str(self._base) + path, encoded=True)
+        return URL(self._base_text + path, encoded=True)
 
     def doc_url(self, db: str, doc_id: str) -> URL:
         return self.url(db, quote_doc_id(doc_id))

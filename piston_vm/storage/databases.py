@@ -57,6 +57,29 @@ class Databases:
             self._ready.add(db)
             return True
 
+    async def ready_modbs(self, names: list[DbName]) -> list[DbName]:
+        """Those of `names` (MODBs of one account, oldest first) that exist, made usable.
+
+        Months not yet known to exist are looked up together: one `_all_dbs` range instead of
+        a request per month, since most months of a retention window usually have no MODB.
+        """
+        unknown = [name for name in names if name.unencoded not in self._ready]
+        if len(unknown) > 1:
+            listed = set(await self.couch.all_dbs(unknown[0].unencoded, unknown[-1].unencoded))
+            for name in unknown:
+                if name.unencoded in listed:
+                    await self._install_modb(name)
+        elif unknown:
+            await self.ensure_modb(unknown[0], create=False)
+        return [name for name in names if name.unencoded in self._ready]
+
+    async def _install_modb(self, name: DbName) -> None:
+        db = name.unencoded
+        async with self._lock(db):
+            if db not in self._ready:
+                await install_all(self.couch, db, self.design.modb)
+                self._ready.add(db)
+
     def forget(self, name: DbName) -> None:
         self._ready.discard(name.unencoded)
 

@@ -151,12 +151,8 @@ class MessageStore:
         self, account_db: DbName, first: tuple[int, int], last: tuple[int, int]
     ) -> list[DbName]:
         """The MODBs of the account for months first..last that exist, oldest first."""
-        ready = []
-        for year, month in months_between(first, last):
-            modb = account_db.modb(year, month)
-            if await self.databases.ensure_modb(modb, create=False):
-                ready.append(modb)
-        return ready
+        return await self.databases.ready_modbs(
+            [account_db.modb(year, month) for year, month in months_between(first, last)])
 
     async def all_modbs(self, account_db: DbName) -> list[DbName]:
         """Every MODB the account has, oldest first (for box delete and bulk delete-all)."""
@@ -194,9 +190,10 @@ class MessageStore:
         )
 
     async def folder_counts(
-        self, account_db: DbName, start: int, end: int, box_ids: list[str]
+        self, modbs: list[DbName], start: int, end: int, box_ids: list[str]
     ) -> dict[str, Counter[str]]:
-        """Per folder, the live messages of each listed box with start <= timestamp <= end.
+        """Per folder, the live messages of each listed box with start <= timestamp <= end, in
+        `modbs` (the existing MODBs of the window's months, see window_modbs).
 
         Only stored reductions are read (docs/storage.md 7.3): CouchDB answers from its b-tree's
         inner nodes, so the cost follows boxes × months, not the number of messages.
@@ -215,7 +212,7 @@ class MessageStore:
                 self.databases.forget(modb)
 
         # Months are independent queries: ask for them side by side.
-        await asyncio.gather(*(count(m) for m in await self.window_modbs(account_db, start, end)))
+        await asyncio.gather(*(count(m) for m in modbs))
         return counts
 
     async def _count_whole_month(
