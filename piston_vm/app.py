@@ -44,7 +44,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.couchdb is None:
         raise RuntimeError("no CouchDB configured (PISTON_VM_COUCHDB_URL or --couchdb-url)")
-    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s)
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
     await couch.start()
     try:
         stores = Stores.build(settings, couch)

@@ -77,7 +77,7 @@ def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered(
     token = tokens.issue("s", RAW, "cb_api_auth", 60)
     assert tokens.verify(token, ("s",)).account_id == RAW  # verified once: remembered
     later = time.time() + 61
-    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(tokens.TokenExpired) as expired:
         tokens.verify(token, ("s",))
     assert expired.value.args == (RAW,)

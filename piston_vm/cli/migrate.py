@@ -76,7 +76,7 @@ async def run_migrate(
         raise MigrateError("migrate needs --couchdb-url or PISTON_VM_COUCHDB_URL")
     if not all_accounts and (account_id is None or not is_account_id(account_id)):
         raise MigrateError(f"not an account id: {account_id!r}")
-    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s)
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
     await couch.start()
     try:
         stores = Stores.build(settings, couch)

@@ -48,7 +48,7 @@ async def create_user(settings: Settings, args: argparse.Namespace) -> str:
         raise UserCreationFailed(f"not an account id: {args.account!r}")
     if not args.username or not args.password:
         raise UserCreationFailed("--username and --password must not be empty")
-    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s)
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
     await couch.start()
     try:
         stores = Stores.build(settings, couch)

@@ -68,6 +68,9 @@ class Settings:
     modb_design_dir: Path | None = None
     migration_retry_limit: int = 5
     couchdb_timeout_s: float = 5.0
+    # Copies a document write waits for on a CouchDB cluster: "all", "default" or a number
+    # (docs/operations.md, "A CouchDB cluster").
+    couchdb_w: str = "all"
     account_cache_ttl_s: float = 5.0
     # How often one process looks for an account's moves that a crash left unfinished.
     move_repair_interval_s: float = 30.0
@@ -144,6 +147,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         values["transcribe_default"] = raw.lower() in ("1", "true", "yes")
     if (raw := get("TOKEN_VERIFICATION_KEYS")) is not None:
         values["token_verification_keys"] = tuple(k for k in raw.split(",") if k)
+    if (raw := get("COUCHDB_W")) is not None:
+        if raw not in ("all", "default") and not (raw.isdigit() and int(raw) > 0):
+            raise ValueError(f"{ENV_PREFIX}COUCHDB_W must be all, default or a number of copies, "
+                             f"not {raw!r}")
+        values["couchdb_w"] = raw
     if (raw := get("COUCHDB_URL")) is not None:
         values["couchdb"] = CouchEndpoint.parse(raw)
     return Settings(**values)

@@ -40,7 +40,7 @@ async def create_account(
     superduper: bool = False,
 ) -> tuple[Account, str]:
     assert settings.couchdb is not None
-    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s)
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
     await couch.start()
     try:
         stores = Stores.build(settings, couch)

@@ -80,9 +80,7 @@ class MessageStore:
         CouchDB keeps a deleted revision's body: the mark says where a moved message went.
         Raises DocConflict when the message changed since that revision.
         """
-        await self.couch.request(
-            "PUT", self.couch.doc_url(modb.unencoded, tombstone["_id"]),
-            body={**tombstone, "_deleted": True}, db=modb.unencoded)
+        await self.couch.put_doc(modb.unencoded, {**tombstone, "_deleted": True})
 
     async def leaves(self, modb: DbName, message_id: str) -> list[JsonObject]:
         """The message's leaf revisions, tombstones with their bodies included."""
