@@ -22,6 +22,7 @@ ENV PISTON_VM_COUCHDB_DIR=/app/couchdb \
     PISTON_VM_PORT=8000
 USER piston
 EXPOSE 8000
+# Liveness (docs/operations.md, "Probes"); load balancers should probe /readyz instead.
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["piston-vm"]

@@ -88,7 +88,7 @@ async def start_service(
     data_dir: Path | None = None,
     timeout_s: float = 90.0,
 ) -> tuple[Service, float]:
-    """Spawn `piston-vm serve`; return it and the seconds from spawn to the first 200 /healthz."""
+    """Spawn `piston-vm serve`; return it and the seconds from spawn to the first 200 /readyz."""
     args = [*piston_vm_command(), "serve", "--host", HOST, "--port", str(port)]
     env = dict(env)
     if couchdb_url is not None:
@@ -122,12 +122,12 @@ async def _wait_healthy(service: Service, deadline: float) -> None:
                     f"piston-vm serve exited with {service.process.returncode}:\n"
                     f"{service.log_tail()}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(service.url + "/healthz") as resp:
+                async with session.get(service.url + "/readyz") as resp:
                     await resp.read()
                     if resp.status == 200:
                         return
             if time.perf_counter() > deadline:
-                raise BenchError(f"piston-vm serve not healthy in time:\n{service.log_tail()}")
+                raise BenchError(f"piston-vm serve not ready in time:\n{service.log_tail()}")
             await asyncio.sleep(HEALTH_POLL_S)
 
 

@@ -2,9 +2,10 @@
 
 One run measures (issue 6): request overhead against the equivalent direct CouchDB requests,
 first-page latency as the account grows, the service's peak memory while streaming large audio,
-write throughput, and startup time. The service runs as its own `piston-vm serve` process on
-loopback; load comes from this process's aiohttp client. Results go to `--out`
-(default bench/results): latest.json, latest.md and latest.png.
+write throughput, startup time, and what the access log and metrics cost a single read. The
+service runs as its own `piston-vm serve` process on loopback; load comes from this process's
+aiohttp client. Results go to `--out` (default bench/results): latest.json, latest.md and
+latest.png.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import memory, report
 from bench.http import (
@@ -135,6 +137,10 @@ class Bench:
         self.env = {
             "PISTON_VM_TOKEN_SECRET": secrets.token_hex(32),
             "PISTON_VM_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+            # Production's defaults, said out loud: section 6 compares them with both off.
+            "PISTON_VM_ACCESS_LOG": "on",
+            "PISTON_VM_METRICS": "on",
+            "PISTON_VM_LOG_FORMAT": "text",
         }
         self.service: Service | None = None
         self.api = new_session()
@@ -281,6 +287,39 @@ class Bench:
                          row["ratio_p50"])
                 rows.append(row)
         return rows
+
+    # -- 6. observability cost -------------------------------------------------------------
+
+    async def observability(self, tenant: Tenant) -> JsonObject:
+        """A box fetch on this service (access log and metrics on) against the same fetch on
+        a second service with both off, rounds alternating so machine noise hits both."""
+        quiet, _ = await start_service(
+            port=free_port(), log_path=self.work / "quiet.log",
+            env={**self.env, "PISTON_VM_ACCESS_LOG": "off", "PISTON_VM_METRICS": "off"},
+            couchdb_url=self.couchdb_url)
+        try:
+            path = tenant.path(f"/{tenant.boxes[0].id}")
+            hdrs = self.headers(tenant)
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "on": lambda: fetch_bytes(self.api, "GET", self.base + path, headers=hdrs),
+                "off": lambda: fetch_bytes(self.api, "GET", quiet.url + path, headers=hdrs),
+            }
+            rounds = await paired_rounds(calls, 1, self.plan.bounds, self.plan.rounds,
+                                         self.plan.warmup)
+            async with self.api.get(self.base + "/metrics") as resp:
+                await check(resp, 200)
+                exposition = await resp.text()
+            async with self.api.get(quiet.url + "/metrics") as resp:
+                await check(resp, 404)  # off means off
+        finally:
+            await stop_service(quiet)
+        series = sum(len(f.samples) for f in text_string_to_metric_families(exposition))
+        on, off = summarize(rounds["on"]), summarize(rounds["off"])
+        ratios = ratio_summary(on, off)
+        log.info("observability: box fetch p50 %.2f ms on, %.2f ms off: %.3fx", on["p50_ms"],
+                 off["p50_ms"], ratios["ratio_p50"])
+        return {"operation": "box_fetch", "concurrency": 1, "log_format": "text",
+                "on": on, "off": off, "metrics_series": series, **ratios}
 
     # -- 2. scaling ------------------------------------------------------------------------
 
@@ -463,6 +502,9 @@ class Bench:
                 result["overhead_dataset"] = {"messages": size + 1, "boxes": len(main.boxes)}
                 result["overhead"] = await self.overhead(pairs)
                 await self.phase("overhead", t)
+                t = time.perf_counter()
+                result["observability"] = await self.observability(main)
+                await self.phase("observability", t)
             t = time.perf_counter()
             point = await self.scaling_point(pairs)
             points.append({"messages": size + 1, "seeded": size, "seed_s": seed_s,

@@ -13,6 +13,8 @@ from piston_vm.cli.migrate import add_migrate_parser, main_migrate
 from piston_vm.cli.openapi import add_openapi_parser, main_openapi
 from piston_vm.cli.serve import add_serve_parser, main_serve
 from piston_vm.cli.users import add_users_parser, main_users
+from piston_vm.core import logs
+from piston_vm.core.config import log_format_from_env
 from piston_vm.storage import admin, devserver
 
 log = logging.getLogger("piston_vm")
@@ -28,11 +30,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # PISTON_VM_LOG_FORMAT (text or json) applies to every record of every command.
+    logs.configure(log_format_from_env(), logging.DEBUG if verbose else logging.INFO)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    try:
+        _configure_logging(args.verbose)
+    except ValueError as exc:
+        print(f"piston-vm: {exc}", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

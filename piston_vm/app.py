@@ -6,9 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from piston_vm import __version__
 from piston_vm.api.routes import ENDPOINTS
 from piston_vm.core.config import Settings
+from piston_vm.core.metrics import Metrics, PrometheusMetrics
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.downloads import DownloadService
 from piston_vm.services.legacy import LegacyMigrator
@@ -17,10 +20,12 @@ from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
-from piston_vm.web.health import healthz
+from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
 from piston_vm.web.keys import (
     DOWNLOADS,
+    LIFECYCLE,
     MESSAGES,
+    METRICS,
     MIGRATOR,
     MOVE_REPAIRS,
     SETTINGS,
@@ -28,7 +33,10 @@ from piston_vm.web.keys import (
     VALIDATOR,
     VMBOXES,
 )
+from piston_vm.web.lifecycle import Lifecycle
+from piston_vm.web.metrics import METRICS_PATH, metrics_only_app, metrics_page
 from piston_vm.web.middlewares import add_common_headers, error_middleware, pipeline_middleware
+from piston_vm.web.observe import observe_middleware
 from piston_vm.web.routing import register
 from piston_vm.web.throttle import install_login_throttle
 
@@ -44,7 +52,9 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.couchdb is None:
         raise RuntimeError("no CouchDB configured (PISTON_VM_COUCHDB_URL or --couchdb-url)")
-    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
+    metrics = app[METRICS]
+    couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w, metrics)
+    metrics.watch_writes_short_of_quorum(lambda: couch.writes_short_of_quorum)
     await couch.start()
     try:
         stores = Stores.build(settings, couch)
@@ -61,12 +71,30 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         await couch.close()
 
 
+def build_metrics(settings: Settings) -> Metrics:
+    if not settings.metrics:
+        return Metrics()
+    return PrometheusMetrics(__version__, settings.commit or "unknown")
+
+
 def create_app(settings: Settings) -> web.Application:
+    metrics = build_metrics(settings)
+    lifecycle = Lifecycle()
+    # The in-flight count inside the error middleware: its refusals get the envelope.
+    middlewares: list[Middleware] = [error_middleware, lifecycle.middleware(),
+                                     pipeline_middleware]
+    observe = observe_middleware(settings.access_log, metrics)
+    if observe is not None:
+        # Outside the error middleware: the access log and the request metrics see its answers.
+        middlewares.insert(0, observe)
     app = web.Application(
-        middlewares=[error_middleware, pipeline_middleware],
+        middlewares=middlewares,
         client_max_size=settings.max_upload_bytes + _FRAMEWORK_BODY_LIMIT_SLACK_BYTES,
     )
     app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[LIFECYCLE] = lifecycle
+    metrics.watch_requests_in_flight(lambda: lifecycle.in_flight)
     app[VALIDATOR] = SchemaValidator(
         settings.schemas_dir, settings.max_pin_length, settings.transcribe_default
     )
@@ -74,6 +102,18 @@ def create_app(settings: Settings) -> web.Application:
     install_login_throttle(app)
     app.cleanup_ctx.append(couchdb_ctx)
     app.on_response_prepare.append(add_common_headers)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get(HEALTHZ_PATH, healthz)
+    app.router.add_get(READYZ_PATH, readyz)
+    if settings.metrics and settings.metrics_port is None:
+        # With PISTON_VM_METRICS_PORT the scraper's page is on that port only (cli/serve.py).
+        app.router.add_get(METRICS_PATH, metrics_page)
     register(app, ENDPOINTS)
     return app
+
+
+def create_metrics_app(app: web.Application) -> web.Application | None:
+    """The app of PISTON_VM_METRICS_PORT, sharing `app`'s registry; None without that port."""
+    settings = app[SETTINGS]
+    if not settings.metrics or settings.metrics_port is None:
+        return None
+    return metrics_only_app(app[METRICS])

@@ -111,15 +111,22 @@ def test_smoke_run_reports_every_metric(tmp_path: Path) -> None:
     assert positive(startup["median_s"])
     assert all(positive(s) for s in startup["rounds_s"])
 
+    observability = result["observability"]
+    assert observability["operation"] == "box_fetch"
+    assert_latency(observability["on"])
+    assert_latency(observability["off"])
+    assert positive(observability["ratio_p50"])
+    assert observability["metrics_series"] > 0
+
     targets = result["targets"]
-    assert len(targets) == len(overhead) + 2 + len(MEMORY_OPERATIONS) + 2
+    assert len(targets) == len(overhead) + 2 + len(MEMORY_OPERATIONS) + 3
     for target in targets:
         assert isinstance(target["met"], bool), target
         assert math.isfinite(target["value"]), target
 
     table = (tmp_path / "latest.md").read_text()
     for heading in ("1. Overhead", "2. Scaling", "3. Memory", "4. Write throughput",
-                    "5. Startup"):
+                    "5. Startup", "6. Cost of the access log and metrics"):
         assert heading in table
     if find_spec("matplotlib") is not None:
         assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ import pytest
 
 from piston_vm.core import errors
 from piston_vm.core.config import CouchEndpoint, settings_from_env
-from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.couch import CouchClient, DocConflict
 from piston_vm.storage.names import account_db
 from piston_vm.storage.stores import Stores
 from tests.conftest import Tenant
@@ -55,8 +55,11 @@ async def test_a_write_short_of_its_copies_is_stored_counted_and_not_an_error(
     """On a single node (and the bundled server) one copy exists: asking for two is what a
     cluster with a node down answers, 202 (docs/operations.md, "A CouchDB cluster")."""
     db = account_db(account.id).unencoded
-    assert await stores.couch.write_params(db) == {}  # "all" of one copy: no `w` at all
-    couch = CouchClient(stores.couch.endpoint, 5.0, write_quorum="2")
+    _, info = await stores.couch.request("GET", stores.couch.url(db), db=db)
+    copies = info["cluster"]["n"]
+    # "all" copies: on one copy no `w` at all, on a cluster its `n`.
+    assert await stores.couch.write_params(db) == ({} if copies == 1 else {"w": str(copies)})
+    couch = CouchClient(stores.couch.endpoint, 5.0, write_quorum=str(copies + 1))
     await couch.start()
     try:
         doc: dict[str, Any] = {"_id": "short-of-quorum", "k": 1}
@@ -79,3 +82,40 @@ def test_the_write_quorum_setting_is_checked() -> None:
     for wrong in ("0", "two", "-1", "majority"):
         with pytest.raises(ValueError, match="COUCHDB_W"):
             settings_from_env({"PISTON_VM_COUCHDB_W": wrong})
+
+
+async def test_two_writes_both_accepted_by_some_copies_leave_one_winner(
+    stores: Stores, account: Tenant,
+) -> None:
+    """What a cluster does to a compare-and-swap race (each write taken by some copies, both
+    answered 202) made on purpose: two leaves from one parent. Each writer's check keeps only
+    CouchDB's winner; the loser hears a conflict and its leaf is gone."""
+    db = account_db(account.id).unencoded
+    couch = stores.couch
+    parent: dict[str, Any] = {"_id": "raced", "n": 0}
+    await couch.put_doc(db, parent)
+    # Two children of the same parent, as two copies would each have taken one.
+    children = [{"_id": "raced", "_rev": parent["_rev"], "n": n} for n in (1, 2)]
+    written = []
+    for n, child in enumerate(children):
+        rev = f"2-{n}{'0' * 31}"
+        body = {**child, "_rev": rev, "_revisions": {"start": 2, "ids": [rev[2:],
+                parent["_rev"].split("-", 1)[1]]}}
+        await couch.request("PUT", couch.doc_url(db, "raced"), params={"new_edits": "false"},
+                            body=body, db=db)
+        written.append(rev)
+    loser, winner = written  # "2-1…" sorts after "2-0…": CouchDB's winner
+    # The winner's check finds nothing to do.
+    await couch.confirm_accepted_write(202, db, "raced", winner)
+    with pytest.raises(DocConflict):
+        await couch.confirm_accepted_write(202, db, "raced", loser)
+    leaves = await couch.open_revs(db, "raced")
+    assert {leaf["_rev"]: bool(leaf.get("_deleted")) for leaf in leaves if
+            not leaf.get("_deleted")} == {winner: False}
+    stored = await couch.get_doc(db, "raced")
+    assert stored is not None
+    assert stored["_rev"] == winner
+    # A revision a later write built on counts as won.
+    newer: dict[str, Any] = {**stored}
+    await couch.put_doc(db, newer)
+    await couch.confirm_accepted_write(202, db, "raced", winner)

@@ -177,7 +177,7 @@ async def test_stopped_couchdb_answers_503_in_bounded_time_and_the_service_recov
     for path in reads.values():
         resp, body = await api.call("GET", path, t.token)
         assert_success(resp, body)
-    resp, _ = await api.call("GET", "/healthz")
+    resp, _ = await api.call("GET", "/readyz")
     assert resp.status == 200
 
     await env.couch.stop()
@@ -187,13 +187,18 @@ async def test_stopped_couchdb_answers_503_in_bounded_time_and_the_service_recov
         assert_unreachable(resp, body, elapsed, what, "datastore unreachable")
     resp, body, elapsed = await timed(api.call("PATCH", reads["box"], t.token, {"k": 1}))
     assert_unreachable(resp, body, elapsed, "box patch", "datastore unreachable")
-    resp, body, elapsed = await timed(api.call("GET", "/healthz"))
+    resp, body, elapsed = await timed(api.call("GET", "/readyz"))
     assert resp.status == 503, body
+    assert body["failed"] == ["couchdb"], body
+    assert body["checks"]["couchdb"] == "unreachable", body
     assert elapsed < ANSWER_BOUND_S
+    # Liveness never asks CouchDB: an outage there must not get the instance restarted.
+    resp, body = await api.call("GET", "/healthz")
+    assert resp.status == 200, body
 
     await env.couch.start()
     # The same app and client, never restarted: the first request after the restart succeeds.
-    resp, _ = await api.call("GET", "/healthz")
+    resp, _ = await api.call("GET", "/readyz")
     assert resp.status == 200
     for path in reads.values():
         resp, body = await api.call("GET", path, t.token)
@@ -233,11 +238,11 @@ async def test_frozen_couchdb_answers_503_in_bounded_time(
                 except AssertionError as problem:
                     slow[what] = str(problem).splitlines()[0]
             try:
-                resp, _, elapsed = await timed(api.call("GET", "/healthz"))
+                resp, _, elapsed = await timed(api.call("GET", "/readyz"))
                 assert resp.status == 503
                 assert elapsed < ANSWER_BOUND_S
             except AssertionError as problem:
-                slow["healthz"] = str(problem).splitlines()[0]
+                slow["readyz"] = str(problem).splitlines()[0]
         finally:
             couch.signal(signal.SIGCONT)
         assert not slow, f"not a 503 within {ANSWER_BOUND_S} s while CouchDB hangs: {slow}"

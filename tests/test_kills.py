@@ -94,7 +94,7 @@ class Service:
         async with aiohttp.ClientSession() as session:
             while True:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(self.url + "/healthz") as resp:
+                    async with session.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
                             return
                 assert loop.time() < deadline, "piston-vm serve did not start"

@@ -181,4 +181,4 @@ async def test_pretty_print(api: Api, account: Tenant) -> None:
 async def test_healthz(api: Api) -> None:
     resp, body = await api.call("GET", "/healthz")
     assert resp.status == 200
-    assert body["status"] == "ok"
+    assert body == {"status": "ok"}

@@ -15,7 +15,7 @@ from piston_vm.web.throttle import LOGIN_THROTTLE, login_keys
 async def user_auth(request: web.Request) -> web.StreamResponse:
     ctx = request[CONTEXT]
     login = parse_user_login(ctx.data)
-    keys = login_keys(request.remote, login.throttle_account(), login.credentials)
+    keys = login_keys(ctx.remote, login.throttle_account(), login.credentials)
     with request.app[LOGIN_THROTTLE].attempt(keys):
         token, reply = await login_with_credentials(
             request.app[STORES], request.app[SETTINGS], login
@@ -29,7 +29,7 @@ async def api_auth(request: web.Request) -> web.StreamResponse:
     ctx = request[CONTEXT]
     data = ctx.data
     api_key = data.get("api_key") if isinstance(data, dict) else None
-    keys = login_keys(request.remote, (), api_key if isinstance(api_key, str) else "")
+    keys = login_keys(ctx.remote, (), api_key if isinstance(api_key, str) else "")
     with request.app[LOGIN_THROTTLE].attempt(keys):
         token, reply = await login_with_api_key(
             request.app[STORES], request.app[SETTINGS], api_key

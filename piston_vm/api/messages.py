@@ -3,6 +3,8 @@ respond."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +25,7 @@ from piston_vm.web.keys import (
     CONTEXT,
     DOWNLOADS,
     MESSAGES,
+    METRICS,
     SETTINGS,
 )
 from piston_vm.web.middlewares import parse_envelope
@@ -43,19 +46,27 @@ def _location(request: web.Request, message_id: str) -> str:
     return f"/v2/accounts/{account_of(request).id}/vmboxes/{box_id}/messages/{message_id}"
 
 
-async def _read_upload(request: web.Request) -> Upload:
-    """Files of an upload request; JSON bodies were already parsed by the pipeline."""
+@asynccontextmanager
+async def _upload(request: web.Request) -> AsyncIterator[Upload]:
+    """Files of an upload request, removed when the block ends; JSON bodies were already parsed
+    by the pipeline. A real upload counts in piston_vm_uploads_in_flight until it is stored."""
     ctx = request[CONTEXT]
     mime = request_mime(request)
     if mime in JSON_TYPES or mime == FORM_TYPE or not request.can_read_body:
-        return Upload(envelope={}, files=[])
-    upload = await read_upload(
-        request, request.app[SETTINGS].max_upload_bytes,
-        lambda raw: parse_envelope(raw, form_fallback=False),
-    )
-    if upload.envelope:
-        ctx.envelope = upload.envelope
-    return upload
+        yield Upload(envelope={}, files=[])
+        return
+    metrics = request.app[METRICS]
+    with metrics.uploads_in_flight():
+        upload = await read_upload(
+            request, request.app[SETTINGS].max_upload_bytes,
+            lambda raw: parse_envelope(raw, form_fallback=False), metrics=metrics,
+        )
+        try:
+            if upload.envelope:
+                ctx.envelope = upload.envelope
+            yield upload
+        finally:
+            upload.discard()
 
 
 def _single_file(files: list[UploadedFile], required: bool) -> UploadedFile | None:
@@ -89,14 +100,11 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     ctx, account, service = request[CONTEXT], account_of(request), _service(request)
     box_id, _ = _ids(request)
     box = await service.load_box(account, box_id)
-    upload = await _read_upload(request)
-    try:
+    async with _upload(request) as upload:
         audio_file = _single_file(upload.files, required=False)
         audio = _audio_input(ctx.value("filename"), audio_file) if audio_file else None
         doc = await service.create(ctx.call(), account, box, audio,
                                    request.headers.get("Idempotency-Key"))
-    finally:
-        upload.discard()
     data = docs.public_metadata(doc, 0)
     return envelope.success(request, data, status=HTTPStatus.CREATED,
                             headers={"Location": _location(request, doc["_id"])})
@@ -154,14 +162,11 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
     found = await service.locate(account, box_id, message_id)
     await service.check_changeable(account, found)
-    upload = await _read_upload(request)
-    try:
+    async with _upload(request) as upload:
         audio_file = _single_file(upload.files, required=True)
         assert audio_file is not None
         doc = await AudioService(service.stores).replace(
             ctx.call(), found, _audio_input(ctx.value("filename"), audio_file))
-    finally:
-        upload.discard()
     return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,
                             headers={"Location": _location(request, message_id)})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -18,6 +19,9 @@ DEFAULT_COUCHDB_DIR = REPO_ROOT / "couchdb"
 DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
 
 ENV_PREFIX = "PISTON_VM_"
+
+LOG_FORMATS = ("text", "json")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,21 @@ class Settings:
     move_repair_interval_s: float = 30.0
     couchdb_dir: Path = DEFAULT_COUCHDB_DIR
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR
+    # Proxies whose X-Forwarded-For is believed: the client address of the access log and of
+    # the login throttle (docs/operations.md, "Behind a proxy").
+    trusted_proxies: tuple[Network, ...] = ()
+    # Observability (docs/operations.md, "Logs" and "Metrics"); the switches exist so that the
+    # benchmark can measure what they cost.
+    log_format: str = "text"
+    access_log: bool = True
+    metrics: bool = True
+    # None: /metrics is served on the API's own port.
+    metrics_port: int | None = None
+    # `piston-vm serve` on SIGTERM (docs/operations.md, "Shutdown").
+    shutdown_grace_s: float = 5.0
+    shutdown_timeout_s: float = 30.0
+    # The build's commit for piston_vm_build_info; None: `piston-vm serve` asks git.
+    commit: str | None = None
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -100,11 +119,14 @@ _INT_FIELDS = {
     "MAX_PIN_LENGTH": "max_pin_length",
     "TOKEN_EXPIRY_S": "token_expiry_s",
     "MIGRATION_RETRY_LIMIT": "migration_retry_limit",
+    "METRICS_PORT": "metrics_port",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
     "ACCOUNT_CACHE_TTL_S": "account_cache_ttl_s",
     "MOVE_REPAIR_INTERVAL_S": "move_repair_interval_s",
+    "SHUTDOWN_GRACE_S": "shutdown_grace_s",
+    "SHUTDOWN_TIMEOUT_S": "shutdown_timeout_s",
 }
 _STR_FIELDS = {
     "HOST": "host",
@@ -113,6 +135,7 @@ _STR_FIELDS = {
     "VERSION": "version",
     "DEFAULT_TIMEZONE": "default_timezone",
     "ANONYMOUS_CALLER_ID": "anonymous_caller_id",
+    "COMMIT": "commit",
 }
 _PATH_FIELDS = {
     "DATA_DIR": "data_dir",
@@ -120,6 +143,45 @@ _PATH_FIELDS = {
     "COUCHDB_DIR": "couchdb_dir",
     "SCHEMAS_DIR": "schemas_dir",
 }
+
+
+_SWITCH_FIELDS = {
+    "ACCESS_LOG": "access_log",
+    "METRICS": "metrics",
+}
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def parse_switch(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ValueError(f"{ENV_PREFIX}{name} must be on or off, not {raw!r}")
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    """Comma-separated IP addresses and CIDR blocks (`10.0.0.0/8, 192.0.2.7`)."""
+    networks = []
+    for item in raw.split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}TRUSTED_PROXIES: {item.strip()!r} is not an IP "
+                                 "address or CIDR block") from None
+    return tuple(networks)
+
+
+def log_format_from_env(env: Mapping[str, str] | None = None) -> str:
+    """PISTON_VM_LOG_FORMAT alone: logging is set up before a command reads its settings."""
+    env = os.environ if env is None else env
+    raw = (env.get(ENV_PREFIX + "LOG_FORMAT") or "text").strip().lower()
+    if raw not in LOG_FORMATS:
+        raise ValueError(f"{ENV_PREFIX}LOG_FORMAT must be text or json, not {raw!r}")
+    return raw
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +205,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     for name, attr in _PATH_FIELDS.items():
         if (raw := get(name)) is not None:
             values[attr] = Path(raw)
+    for name, attr in _SWITCH_FIELDS.items():
+        if (raw := get(name)) is not None:
+            values[attr] = parse_switch(name, raw)
+    values["log_format"] = log_format_from_env(env)
+    if (raw := get("TRUSTED_PROXIES")) is not None:
+        values["trusted_proxies"] = parse_networks(raw)
+    for attr in ("shutdown_grace_s", "shutdown_timeout_s"):
+        if values.get(attr, 0) < 0:
+            raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
+    if values.get("metrics_port") == 0:
+        # 0 would be "any free port": a scraper could never find it.
+        del values["metrics_port"]
     if (raw := get("TRANSCRIBE_DEFAULT")) is not None:
         values["transcribe_default"] = raw.lower() in ("1", "true", "yes")
     if (raw := get("TOKEN_VERIFICATION_KEYS")) is not None:

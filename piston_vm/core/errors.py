@@ -162,6 +162,14 @@ def unspecified_fault(cause: str | None = None) -> ApiError:
     return ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "unspecified_fault", data)
 
 
+def shutting_down() -> ApiError:
+    """A request that arrived after the drain's grace period (docs/operations.md, "Shutdown"):
+    another instance should take it."""
+    return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "shutting_down",
+                    {"message": "this instance is shutting down"},
+                    headers={"Connection": "close", "Retry-After": "1"})
+
+
 class DatastoreError(ApiError):
     """CouchDB could not do what we asked: always a 503 (docs/decisions.md P-16)."""
 

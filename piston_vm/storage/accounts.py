@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from piston_vm.core import gregorian
@@ -22,6 +23,18 @@ JsonObject = dict[str, Any]
 
 ACCOUNTS_DB = "accounts"
 SYSTEM_CONFIG_DB = "system_config"
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz reports of CouchDB (docs/operations.md, "Probes")."""
+
+    couchdb: str  # up, unreachable, unauthorized, error
+    design_documents: str  # installed, missing, unknown (CouchDB did not say)
+
+    @property
+    def ready(self) -> bool:
+        return self.couchdb == "up" and self.design_documents == "installed"
 
 
 def _path(doc: JsonObject | None, *keys: str) -> Any:
@@ -181,6 +194,22 @@ class AccountStore:
         await self.couch.put_doc(ACCOUNTS_DB, dict(doc))
         await install_all(self.couch, db.unencoded, self.databases.design.account)
         return Account(account_id, doc), api_key
+
+    async def readiness(self) -> Readiness:
+        """One GET of the accounts database's first design document: it needs the configured
+        credentials (CouchDB databases are admin-only by default) and proves the startup
+        installed what every login and account lookup queries."""
+        # couchdb/accounts/ ships with the package: logins cannot work without its views.
+        status = await self.couch.probe(ACCOUNTS_DB, str(self.databases.design.accounts[0]["_id"]))
+        if status is None:
+            return Readiness("unreachable", "unknown")
+        if status < HTTPStatus.BAD_REQUEST:
+            return Readiness("up", "installed")
+        if status == HTTPStatus.NOT_FOUND:
+            return Readiness("up", "missing")
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            return Readiness("unauthorized", "unknown")
+        return Readiness("error", "unknown")
 
     async def ensure_accounts_db(self) -> None:
         await self.couch.create_db(ACCOUNTS_DB)

@@ -15,11 +15,12 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -27,6 +28,7 @@ from yarl import URL
 
 from piston_vm.core import errors
 from piston_vm.core.config import CouchEndpoint
+from piston_vm.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ MULTI_QUERY_BATCH = 100
 WRITE_ALL_COPIES = "all"
 WRITE_DEFAULT_QUORUM = "default"
 MAX_REMEMBERED_DBS = 100_000
+# How slowly the slowest copy may store a large attachment before its answer counts as late.
+SLOWEST_COPY_BYTES_PER_S = 2_000_000
 
 
 class StorageError(Exception):
@@ -115,13 +119,64 @@ def json_param(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def outcome_of(exc: BaseException) -> str:
+    """The `outcome` label of a failed operation (docs/operations.md, "Metrics"): `not_found`
+    and `conflict` are answers the stores expect, `rejected` a request value CouchDB refused,
+    `unreachable` no answer in time, `error` anything CouchDB itself failed at."""
+    if isinstance(exc, DocNotFound | DbNotFound | ViewMissing):
+        return "not_found"
+    if isinstance(exc, DocConflict | DbExists):
+        return "conflict"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, errors.ApiError):
+        if exc.message == "datastore_unreachable":
+            return "unreachable"
+        if exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+            return "rejected"
+    return "error"
+
+
+Operation = TypeVar("Operation", bound=Callable[..., Awaitable[Any]])
+
+
+def _observed(operation: str) -> Callable[[Operation], Operation]:
+    """Time the client method and count its outcome when the client has metrics."""
+
+    def wrap(method: Operation) -> Operation:
+        @functools.wraps(method)
+        async def observed(self: CouchClient, *args: Any, **kwargs: Any) -> Any:
+            metrics = self.metrics
+            if metrics is None:
+                return await method(self, *args, **kwargs)
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                return await method(self, *args, **kwargs)
+            except BaseException as exc:
+                outcome = outcome_of(exc)
+                raise
+            finally:
+                metrics.couch_request(operation, outcome, time.perf_counter() - started)
+
+        return cast(Operation, observed)
+
+    return wrap
+
+
 class CouchClient:
     """A thin, typed CouchDB client; every store goes through one instance."""
 
     def __init__(
-        self, endpoint: CouchEndpoint, timeout_s: float, write_quorum: str = WRITE_ALL_COPIES
+        self,
+        endpoint: CouchEndpoint,
+        timeout_s: float,
+        write_quorum: str = WRITE_ALL_COPIES,
+        metrics: Metrics | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Counts and times every operation (piston_vm_couchdb_*); None costs nothing.
+        self.metrics = metrics if metrics is not None and metrics.enabled else None
         self.timeout_s = timeout_s
         self.write_quorum = write_quorum
         # Copies (`n`) of each database written to, read once per process for write_quorum "all".
@@ -209,6 +264,13 @@ class CouchClient:
             raise self._error(status, decoded, db)
         return status, decoded
 
+    def _write_timeout(self, body_bytes: int) -> aiohttp.ClientTimeout:
+        """A large write's answer comes only once every copy has stored it (on a cluster, after
+        the coordinator forwarded the bytes): allow for that on top of the normal timeout."""
+        extra_s = body_bytes / SLOWEST_COPY_BYTES_PER_S
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
+                                     sock_read=self.timeout_s + extra_s)
+
     async def write_params(self, db: str) -> dict[str, str]:
         """The `w` of a document write to `db` (docs/operations.md, "A CouchDB cluster").
 
@@ -220,29 +282,87 @@ class CouchClient:
             return {}
         if self.write_quorum != WRITE_ALL_COPIES:
             return {"w": self.write_quorum}
+        copies = await self._known_copies(db)
+        return {"w": str(copies)} if copies > 1 else {}
+
+    async def read_params(self, db: str) -> dict[str, str]:
+        """The `r` of a document read of `db`: every copy, on a cluster with write_quorum "all".
+
+        A write that lost a race on a cluster leaves its revision on some copies until it is
+        removed (confirm_accepted_write); a read of a majority could take it for the document's
+        current revision, and a write built on it would undo the winner. Reading every copy
+        sees all revisions and so the winner.
+        """
+        if self.write_quorum != WRITE_ALL_COPIES:
+            return {}
+        copies = await self._known_copies(db)
+        return {"r": str(copies)} if copies > 1 else {}
+
+    async def _known_copies(self, db: str) -> int:
         copies = self._copies.get(db)
         if copies is None:
-            copies = await self._copies_of(db)
+            try:
+                _, info = await self.request("GET", self.url(db), db=db)
+            except DbNotFound:
+                return 0  # not remembered: the database may be created next
+            copies = _copies_in(info)
             if len(self._copies) >= MAX_REMEMBERED_DBS:
                 self._copies.clear()
             self._copies[db] = copies
-        return {"w": str(copies)} if copies > 1 else {}
+        return copies
 
-    async def _copies_of(self, db: str) -> int:
+    async def confirm_accepted_write(self, status: int, db: str, doc_id: str, rev: str) -> None:
+        """Make sure a write CouchDB answered 202 really is the document's one current revision.
+
+        A cluster answers 202 ("accepted") when fewer copies than asked took the write: a node
+        is down, or another writer changed the document at the same moment and some copies took
+        that write instead. Two racing writes can then both be accepted, each by some copies,
+        and the document has two live leaves: a compare-and-swap that both writers won. Every
+        copy has answered before the 202 comes back (with `w` = all copies), so reading all of
+        them shows both leaves; both writers apply CouchDB's own winner rule, the loser removes
+        its leaf and hears a conflict, as on a single node (docs/operations.md, "A CouchDB
+        cluster").
+        """
+        if status != HTTPStatus.ACCEPTED:
+            return
+        self.writes_short_of_quorum += 1
+        log.warning("CouchDB stored %s/%s on fewer copies than asked (202): a node is down or "
+                    "another write raced it; checking its revisions", db, doc_id)
+        leaves = await self._leaf_revisions(db, doc_id)
+        if not leaves:
+            return
+        winner = max(leaves, key=lambda leaf: _winning_order(leaf[0], leaf[1]))
+        # Our revision won if it is the winner or in the winner's history (a later write of
+        # someone else's built on it).
+        if rev == winner[1] or rev in winner[2]:
+            return
+        if any(leaf[1] == rev and not leaf[0] for leaf in leaves):
+            with suppress(DocNotFound, DocConflict):
+                await self.request("DELETE", self.doc_url(db, doc_id), params={"rev": rev}, db=db)
+        log.warning("CouchDB write %s/%s lost a race on a cluster: conflict", db, doc_id)
+        raise DocConflict(f"{doc_id}: another write won")
+
+    async def _leaf_revisions(self, db: str, doc_id: str) -> list[tuple[bool, str, set[str]]]:
+        """(deleted, rev, earlier revs) of every leaf revision, read from every copy."""
+        params = {"open_revs": "all", "revs": "true"}
+        copies = self._copies.get(db, 0)
+        if copies > 1:
+            params["r"] = str(copies)
         try:
-            _, info = await self.request("GET", self.url(db), db=db)
-        except DbNotFound:
-            return 0
-        cluster = info.get("cluster") if isinstance(info, dict) else None
-        copies = cluster.get("n") if isinstance(cluster, dict) else None
-        # A single node (n=1) or a server that does not say (the bundled one): no `w` needed.
-        return copies if isinstance(copies, int) else 0
-
-    def _count_write(self, status: int, method: str, url: URL) -> None:
-        if status == HTTPStatus.ACCEPTED:
-            self.writes_short_of_quorum += 1
-            log.warning("CouchDB stored %s %s on fewer copies than asked (202): a node is down "
-                        "or slow; the copies catch up when it is back", method, url.path)
+            _, result = await self.request("GET", self.doc_url(db, doc_id), params=params, db=db)
+        except (DocNotFound, DbNotFound):
+            return []
+        leaves = []
+        for entry in result if isinstance(result, list) else []:
+            doc = entry.get("ok") if isinstance(entry, dict) else None
+            if not isinstance(doc, dict) or not isinstance(doc.get("_rev"), str):
+                continue
+            history = doc.get("_revisions") or {}
+            start, ids = history.get("start"), history.get("ids")
+            earlier = ({f"{start - n}-{rev_id}" for n, rev_id in enumerate(ids)}
+                       if isinstance(start, int) and isinstance(ids, list) else set())
+            leaves.append((bool(doc.get("_deleted")), doc["_rev"], earlier))
+        return leaves
 
     def _error(self, status: int, body: Any, db: str | None) -> Exception:
         error = body.get("error", "") if isinstance(body, dict) else ""
@@ -268,24 +388,28 @@ class CouchClient:
 
     # -- documents -------------------------------------------------------------------------
 
+    @_observed("get_doc")
     async def get_doc(self, db: str, doc_id: str, **params: str) -> JsonObject | None:
         """The document, or None when it (or its database) does not exist."""
+        params = {**await self.read_params(db), **params}
         try:
             _, doc = await self.request("GET", self.doc_url(db, doc_id), params=params, db=db)
         except (DocNotFound, DbNotFound):
             return None
         return dict(doc)
 
+    @_observed("put_doc")
     async def put_doc(self, db: str, doc: JsonObject) -> str:
         """Save `doc` (creating or updating by its `_rev`); sets and returns the new `_rev`."""
         url = self.doc_url(db, doc["_id"])
         status, result = await self.request(
             "PUT", url, params=await self.write_params(db), body=doc, db=db)
-        self._count_write(status, "PUT", url)
         rev = str(result["rev"])
+        await self.confirm_accepted_write(status, db, doc["_id"], rev)
         doc["_rev"] = rev
         return rev
 
+    @_observed("put_doc_with_attachments")
     async def put_doc_with_attachments(
         self, db: str, doc: JsonObject, attachments: Sequence[Attachment]
     ) -> str:
@@ -325,7 +449,8 @@ class CouchClient:
         url = self.doc_url(db, doc["_id"])
         params = await self.write_params(db)
         try:
-            async with self.session.put(url, params=params, data=body(), headers=headers) as resp:
+            async with self.session.put(url, params=params, data=body(), headers=headers,
+                                        timeout=self._write_timeout(total)) as resp:
                 raw = await resp.read()
                 status = resp.status
         except Exception as exc:
@@ -344,16 +469,18 @@ class CouchClient:
         decoded: Any = json.loads(raw) if raw else None
         if status >= 400:
             raise self._error(status, decoded, db)
-        self._count_write(status, "PUT", url)
         rev = str(decoded["rev"])
+        await self.confirm_accepted_write(status, db, doc["_id"], rev)
         doc["_rev"] = rev
         return rev
 
+    @_observed("open_revs")
     async def open_revs(self, db: str, doc_id: str) -> list[JsonObject]:
         """Every leaf revision of a document, deleted ones (tombstones) included, with bodies."""
         try:
             _, result = await self.request(
-                "GET", self.doc_url(db, doc_id), params={"open_revs": "all"}, db=db)
+                "GET", self.doc_url(db, doc_id),
+                params={"open_revs": "all", **await self.read_params(db)}, db=db)
         except (DocNotFound, DbNotFound):
             return []
         if not isinstance(result, list):
@@ -361,12 +488,14 @@ class CouchClient:
         return [dict(entry["ok"]) for entry in result
                 if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)]
 
+    @_observed("delete_doc")
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
         url = self.doc_url(db, doc_id)
-        status, _ = await self.request(
+        status, result = await self.request(
             "DELETE", url, params={"rev": rev, **await self.write_params(db)}, db=db)
-        self._count_write(status, "DELETE", url)
+        await self.confirm_accepted_write(status, db, doc_id, str(result.get("rev", "")))
 
+    @_observed("bulk_docs")
     async def bulk_docs(self, db: str, docs: Sequence[JsonObject]) -> list[JsonObject]:
         """Save many documents; results are matched to the request by id, not by position."""
         if not docs:
@@ -377,11 +506,29 @@ class CouchClient:
         if "w" in body:
             body["w"] = int(body["w"])
         status, results = await self.request("POST", url, body=body, db=db)
-        self._count_write(status, "POST", url)
-        return [dict(r) for r in results]
+        settled = []
+        for result in results:
+            entry = dict(result)
+            if "rev" in entry and "error" not in entry:
+                try:
+                    await self.confirm_accepted_write(
+                        status, db, str(entry.get("id")), str(entry["rev"]))
+                except DocConflict:
+                    entry = {"id": entry.get("id"), "error": "conflict",
+                             "reason": "Document update conflict."}
+            settled.append(entry)
+        return settled
 
+    @_observed("all_docs")
     async def all_docs(self, db: str, keys: Sequence[str]) -> list[JsonObject]:
-        """Rows of `_all_docs` with include_docs for the given ids (missing ids give error rows)."""
+        """Rows of `_all_docs` with include_docs for the given ids (missing ids give error rows).
+
+        On a cluster `_all_docs` reads a majority of copies and takes no `r`; `_bulk_get`
+        does, so the documents are read from every copy there (see read_params).
+        """
+        quorum = await self.read_params(db)
+        if quorum:
+            return await self._bulk_get_rows(db, keys, quorum)
         _, result = await self.request(
             "POST",
             self.url(db, "_all_docs"),
@@ -391,6 +538,29 @@ class CouchClient:
         )
         return [dict(r) for r in result["rows"]]
 
+    async def _bulk_get_rows(
+        self, db: str, keys: Sequence[str], quorum: Mapping[str, str]
+    ) -> list[JsonObject]:
+        _, result = await self.request(
+            "POST", self.url(db, "_bulk_get"), params=quorum,
+            body={"docs": [{"id": key} for key in keys]}, db=db)
+        rows: list[JsonObject] = []
+        for key, entry in zip(keys, result.get("results", []), strict=False):
+            # Without a `rev`, `_bulk_get` answers every leaf revision (a race's removed loser
+            # among them): the document is CouchDB's winner of those.
+            docs = entry.get("docs") if isinstance(entry, dict) else None
+            leaves = [d["ok"] for d in docs or [] if isinstance(d, dict)
+                      and isinstance(d.get("ok"), dict) and isinstance(d["ok"].get("_rev"), str)]
+            doc = max(leaves, default=None, key=lambda leaf: _winning_order(
+                bool(leaf.get("_deleted")), leaf["_rev"]))
+            if isinstance(doc, dict) and not doc.get("_deleted"):
+                rows.append({"id": key, "key": key, "value": {"rev": doc.get("_rev")},
+                             "doc": doc})
+            else:
+                rows.append({"key": key, "error": "not_found"})
+        return rows
+
+    @_observed("view")
     async def view(
         self,
         db: str,
@@ -420,6 +590,7 @@ class CouchClient:
             raise ViewMissing(db, f"{design}/{view}") from None
         return dict(result)
 
+    @_observed("view_queries")
     async def view_queries(
         self, db: str, design: str, view: str, queries: Sequence[Mapping[str, Any]]
     ) -> list[JsonObject]:
@@ -467,6 +638,7 @@ class CouchClient:
 
     # -- databases -------------------------------------------------------------------------
 
+    @_observed("create_db")
     async def create_db(self, db: str) -> bool:
         """Create a database; False when it already existed (a race with another writer)."""
         try:
@@ -475,6 +647,7 @@ class CouchClient:
             return False
         return True
 
+    @_observed("db_exists")
     async def db_exists(self, db: str) -> bool:
         try:
             async with self.session.head(self.url(db)) as resp:
@@ -487,6 +660,7 @@ class CouchClient:
             raise errors.datastore_fault(str(status))
         return True
 
+    @_observed("all_dbs")
     async def all_dbs(self, start_key: str, end_key: str) -> list[str]:
         _, names = await self.request(
             "GET",
@@ -495,6 +669,19 @@ class CouchClient:
         )
         return [str(n) for n in names]
 
+    @_observed("probe")
+    async def probe(self, db: str, doc_id: str) -> int | None:
+        """The status CouchDB answers a document GET with, None when it does not answer: one
+        request that needs the credentials (databases are admin-only by default) and tells
+        whether the document is there (the readiness check, docs/operations.md "Probes")."""
+        try:
+            async with self.session.get(self.doc_url(db, doc_id)) as resp:
+                await resp.read()
+                return resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            return None
+
+    @_observed("ping")
     async def ping(self) -> bool:
         """True when CouchDB answers `GET /_up` (or `/` on servers without it)."""
         try:
@@ -521,6 +708,9 @@ class CouchClient:
         headers = {"Accept": "*/*"}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        started = time.perf_counter()
+        # Timed to the response head: how long the bytes then take is the reader's pace.
+        opened = False
         try:
             async with self.session.get(
                 self.attachment_url(db, doc_id, name), headers=headers,
@@ -529,10 +719,24 @@ class CouchClient:
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise self._error(resp.status, json.loads(raw) if raw else None, db)
+                opened = True
+                if self.metrics is not None:
+                    self.metrics.couch_request("open_attachment", "ok",
+                                               time.perf_counter() - started)
                 yield resp
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise unreachable(exc) from exc
+            failure: BaseException = unreachable(exc)
+            if not opened and self.metrics is not None:
+                self.metrics.couch_request("open_attachment", outcome_of(failure),
+                                           time.perf_counter() - started)
+            raise failure from exc
+        except Exception as exc:
+            if not opened and self.metrics is not None:
+                self.metrics.couch_request("open_attachment", outcome_of(exc),
+                                           time.perf_counter() - started)
+            raise
 
+    @_observed("put_attachment")
     async def put_attachment(
         self,
         db: str,
@@ -555,6 +759,7 @@ class CouchClient:
                 params=params,
                 data=body,
                 headers=headers,
+                timeout=self._write_timeout(length or 0),
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -569,8 +774,23 @@ class CouchClient:
         decoded: Any = json.loads(raw) if raw else None
         if status >= 400:
             raise self._error(status, decoded, db)
-        self._count_write(status, "PUT", url)
-        return str(decoded["rev"])
+        new_rev = str(decoded["rev"])
+        await self.confirm_accepted_write(status, db, doc_id, new_rev)
+        return new_rev
+
+
+def _copies_in(info: Any) -> int:
+    """`n` of a database from its info; 0 for a server that does not say."""
+    cluster = info.get("cluster") if isinstance(info, dict) else None
+    copies = cluster.get("n") if isinstance(cluster, dict) else None
+    return copies if isinstance(copies, int) else 0
+
+
+def _winning_order(deleted: bool, rev: str) -> tuple[bool, int, str]:
+    """CouchDB's winner among leaf revisions: live before deleted, then the longest history,
+    then the greater revision hash (lowercase hex sorts as its bytes do)."""
+    position, _, digest = rev.partition("-")
+    return (not deleted, int(position) if position.isdigit() else 0, digest)
 
 
 def unreachable(exc: BaseException) -> errors.DatastoreError:

@@ -8,10 +8,28 @@ from aiohttp import web
 
 from piston_vm.core import errors, gregorian
 from piston_vm.core.media import ZipStream, answer_range, content_disposition
+from piston_vm.core.metrics import AUDIO_OUT
 from piston_vm.services.audio import AudioService, AudioSource
 from piston_vm.services.downloads import Download
+from piston_vm.web.keys import CONTEXT, METRICS
 
 log = logging.getLogger(__name__)
+
+
+class _Body:
+    """A streamed body's writes, counted: its bytes for the access log (web/observe.py) and
+    the audio in it for piston_vm_audio_bytes_total{direction="out"}."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.response = response
+        self.ctx = request[CONTEXT]
+        self.count_audio = request.app[METRICS].audio_bytes
+
+    async def write(self, data: bytes, audio_bytes: int = 0) -> None:
+        await self.response.write(data)
+        self.ctx.bytes_streamed += len(data)
+        if audio_bytes:
+            self.count_audio(AUDIO_OUT, audio_bytes)
 
 
 async def audio_response(
@@ -33,10 +51,11 @@ async def audio_response(
     await response.prepare(request)
     if request.method == "HEAD":
         return response
+    body = _Body(request, response)
     if first:
-        await response.write(first)
+        await body.write(first, len(first))
     async for chunk in chunks:
-        await response.write(chunk)
+        await body.write(chunk, len(chunk))
     await response.write_eof()
     return response
 
@@ -52,15 +71,15 @@ async def zip_response(
     response.enable_chunked_encoding()
     await response.prepare(request)
     archive = ZipStream()
+    body = _Body(request, response)
     try:
         for entry in entries:
             modified = gregorian.to_datetime(entry.recorded_gregorian_s)
-            await response.write(archive.start_entry(entry.filename, entry.source.length,
-                                                     modified))
+            await body.write(archive.start_entry(entry.filename, entry.source.length, modified))
             async for chunk in audio.chunks(entry.source):
-                await response.write(archive.write(chunk))
-            await response.write(archive.end_entry())
-        await response.write(archive.finish())
+                await body.write(archive.write(chunk), len(chunk))
+            await body.write(archive.end_entry())
+        await body.write(archive.finish())
     except errors.ApiError as error:
         # Headers are gone: the only honest signal left is a broken download.
         log.error("ZIP stream aborted after it started: %s %s", error.message, error.data)

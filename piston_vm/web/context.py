@@ -23,6 +23,10 @@ class RequestContext:
     claims: Claims | None = None
     account: Account | None = None
     auth_account: Account | None = None
+    # The client's address: X-Forwarded-For's when the peer is a trusted proxy (web/forwarded.py).
+    remote: str | None = None
+    # Body bytes a streamed answer (web/audio.py) wrote: the access log's bytes_out for it.
+    bytes_streamed: int = 0
 
     def call(self) -> Call:
         """What use cases get of this request (read once its body is parsed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from piston_vm.core.config import Settings
+from piston_vm.core.metrics import Metrics
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.downloads import DownloadService
 from piston_vm.services.legacy import LegacyMigrator
@@ -13,6 +14,7 @@ from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.stores import Stores
 from piston_vm.web.context import RequestContext
+from piston_vm.web.lifecycle import Lifecycle
 
 SETTINGS = web.AppKey("settings", Settings)
 STORES = web.AppKey("stores", Stores)
@@ -25,5 +27,9 @@ MOVE_REPAIRS = web.AppKey("move_repairs", RepairSchedule)
 MESSAGES = web.AppKey("messages", MessageService)
 VMBOXES = web.AppKey("vmboxes", VmboxService)
 DOWNLOADS = web.AppKey("downloads", DownloadService)
+# Prometheus metrics of this app (a no-op Metrics when PISTON_VM_METRICS=off).
+METRICS = web.AppKey("metrics", Metrics)
+# Draining and requests in flight, for /readyz and `piston-vm serve`'s SIGTERM.
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 
 CONTEXT = web.RequestKey("context", RequestContext)

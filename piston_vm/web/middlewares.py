@@ -15,9 +15,11 @@ from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
 from piston_vm.core import errors
+from piston_vm.core.logs import REQUEST_ID
 from piston_vm.storage.couch import DbNotFound, DocConflict, ViewMissing
 from piston_vm.web import envelope
 from piston_vm.web.context import RequestContext
+from piston_vm.web.forwarded import client_address
 from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
 from piston_vm.web.routing import (
     FORM_TYPE,
@@ -64,7 +66,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         query=_first_wins_query(request),
     )
     ctx.pretty = request.headers.get("X-Pretty-Print", "").lower() == "true"
+    ctx.remote = client_address(request, request.app[SETTINGS].trusted_proxies)
     request[CONTEXT] = ctx
+    # Every record logged while this task handles the request carries its id (core/logs.py);
+    # aiohttp runs each request in a task of its own, so the value ends with it.
+    REQUEST_ID.set(ctx.request_id)
     try:
         return await handler(request)
     except errors.ApiError as error:

@@ -23,14 +23,17 @@ from typing import Any
 from aiohttp import web
 
 from piston_vm import __version__
+from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH
 from piston_vm.web.keys import SETTINGS
+from piston_vm.web.metrics import METRICS_PATH
 from piston_vm.web.routing import ENDPOINTS, BodyKind, Endpoint
 
 JsonObject = dict[str, Any]
 
 OPENAPI_FILE = "openapi.json"
 OPENAPI_PATH = "/v2/openapi.json"
-HEALTHZ_PATH = "/healthz"
+# Served outside the route table (app.py), without a token or envelope.
+PROBE_PATHS = (HEALTHZ_PATH, READYZ_PATH, METRICS_PATH)
 USER_AUTH_PATH = "/v2/user_auth"
 
 _BOXES = "/v2/accounts/{account_id}/vmboxes"
@@ -290,11 +293,30 @@ def _own_schemas() -> JsonObject:
         },
         "Health": {
             "type": "object",
-            "required": ["status", "couchdb"],
+            "required": ["status"],
+            "additionalProperties": False,
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "failed", "checks"],
             "additionalProperties": False,
             "properties": {
                 "status": {"type": "string", "enum": ["ok", "error"]},
-                "couchdb": {"type": "string", "enum": ["up", "unreachable"]},
+                "failed": {"type": "array", "items": {
+                    "type": "string", "enum": ["couchdb", "design_documents", "draining"]}},
+                "checks": {
+                    "type": "object",
+                    "required": ["couchdb", "design_documents", "draining"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "couchdb": {"type": "string",
+                                    "enum": ["up", "unreachable", "unauthorized", "error"]},
+                        "design_documents": {"type": "string",
+                                             "enum": ["installed", "missing", "unknown"]},
+                        "draining": {"type": "boolean"},
+                    },
+                },
             },
         },
         "MessageIds": {
@@ -667,11 +689,20 @@ def _operations() -> dict[tuple[str, str], Operation]:
             _message_success(201, "The message metadata"), _upload_body(None),
             statuses=(404, 409)),
         (HEALTHZ_PATH, "GET"): Operation(
-            "Health for load balancers", "README",
-            {"200": {"description": "CouchDB answers",
-                     "content": {_JSON: {"schema": component_ref("Health")}}},
-             "503": {"description": "CouchDB does not answer",
+            "Liveness: the process answers", "9.21",
+            {"200": {"description": "Always, while the process runs",
                      "content": {_JSON: {"schema": component_ref("Health")}}}}),
+        (READYZ_PATH, "GET"): Operation(
+            "Readiness for load balancers", "9.22",
+            {"200": {"description": "CouchDB answers with our credentials, design documents "
+                                    "installed, not draining",
+                     "content": {_JSON: {"schema": component_ref("Readiness")}}},
+             "503": {"description": "Not ready: `failed` names the checks that failed",
+                     "content": {_JSON: {"schema": component_ref("Readiness")}}}}),
+        (METRICS_PATH, "GET"): Operation(
+            "Prometheus metrics (for the scraper; keep it off public listeners)", "9.23",
+            {"200": {"description": "The Prometheus text exposition format 0.0.4",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}}),
         (OPENAPI_PATH, "GET"): Operation(
             "This document", "issue 5",
             {"200": {"description": "The OpenAPI document",
@@ -698,10 +729,11 @@ def _routes(routes: Sequence[Endpoint]) -> list[_Route]:
         for e in routes
     ]
     paths = {route.path for route in documented}
-    # /healthz is added by app.py outside the table; user_auth is specified even before it is
-    # routed (docs/api.md 6.3).
-    if HEALTHZ_PATH not in paths:
-        documented.append(_Route(HEALTHZ_PATH, ("GET",), BodyKind.JSON, False, False))
+    # The probes and /metrics are added by app.py outside the table; user_auth is specified
+    # even before it is routed (docs/api.md 6.3).
+    for path in PROBE_PATHS:
+        if path not in paths:
+            documented.append(_Route(path, ("GET",), BodyKind.JSON, False, False))
     if USER_AUTH_PATH not in paths:
         documented.append(_Route(USER_AUTH_PATH, ("PUT",), BodyKind.JSON, False, False))
     return documented
@@ -710,8 +742,9 @@ def _routes(routes: Sequence[Endpoint]) -> list[_Route]:
 def _statuses(route: _Route, method: str, operation: Operation) -> list[int]:
     # Every route is behind the body-parsing pipeline, and any method may carry a body (3.1).
     statuses = {400, 413, *operation.statuses}
-    if route.path not in (HEALTHZ_PATH, OPENAPI_PATH):
-        statuses.add(503)  # healthz documents its own 503 body; the document needs no CouchDB
+    if route.path not in (*PROBE_PATHS, OPENAPI_PATH):
+        # readyz documents its own 503 body; the others never need CouchDB.
+        statuses.add(503)
     if route.account_scoped:
         statuses |= {401, 403, 404}
     elif route.authenticated:

@@ -20,6 +20,8 @@ from piston_vm.web.keys import CONTEXT
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 UNKNOWN_PATH_METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
+CATCH_ALL_PATH = "/{tail:.*}"
+CATCH_ALL_CANONICAL = "/{tail}"
 
 
 class BodyKind(Enum):
@@ -120,4 +122,4 @@ def register(app: web.Application, endpoints: list[Endpoint]) -> None:
             resource.add_route("*", dispatch)
             table[resource.canonical] = endpoint
     app[ENDPOINTS] = table
-    app.router.add_route("*", "/{tail:.*}", unknown_route)
+    app.router.add_route("*", CATCH_ALL_PATH, unknown_route)

@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from piston_vm.core import errors
+from piston_vm.core.metrics import AUDIO_IN, Metrics
 from piston_vm.web.routing import BASE64_TYPES, FORM_TYPE, JSON_TYPES, MULTIPART_TYPES, request_mime
 
 READ_CHUNK_BYTES = 256 * 1024
@@ -83,6 +84,7 @@ async def read_upload(
     parse_json_envelope: ParseEnvelope,
     *,
     temp_dir: Path | None = None,
+    metrics: Metrics | None = None,
 ) -> Upload:
     """Read an upload body by its Content-Type (docs/api.md 3.2); callers `discard()` in `finally`.
 
@@ -104,7 +106,7 @@ async def read_upload(
     if request.content_length is not None and request.content_length > limit_bytes:
         raise errors.payload_too_large(limit_bytes)
 
-    spool = _Spool(temp_dir)
+    spool = _Spool(temp_dir, metrics if metrics is not None else Metrics())
     try:
         if mime in MULTIPART_TYPES:
             envelope = await _read_multipart(request, limit_bytes, parse_json_envelope, spool)
@@ -126,8 +128,9 @@ async def read_upload(
 class _Spool:
     """Temp files being written; everything it created is removed on `discard()`."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, metrics: Metrics) -> None:
         self.directory = directory
+        self.metrics = metrics
         self.files: list[UploadedFile] = []
 
     async def add(
@@ -137,7 +140,11 @@ class _Spool:
         # temp file per message; anything larger goes to disk as it arrives.
         head: list[bytes] = []
         size = 0
+        # piston_vm_audio_bytes_total{direction="in"} counts bytes as they arrive, so an upload
+        # that is cut short or refused still shows what it cost.
+        count = self.metrics.audio_bytes
         async for chunk in source:
+            count(AUDIO_IN, len(chunk))
             head.append(chunk)
             size += len(chunk)
             if size > MEMORY_SPOOL_BYTES:
@@ -158,6 +165,7 @@ class _Spool:
         upload.size = size
         head.clear()
         async for chunk in source:
+            count(AUDIO_IN, len(chunk))
             await sink.write(chunk)
             upload.size += len(chunk)
 
