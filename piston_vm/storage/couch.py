@@ -344,10 +344,7 @@ class CouchClient:
 
     async def _leaf_revisions(self, db: str, doc_id: str) -> list[tuple[bool, str, set[str]]]:
         """(deleted, rev, earlier revs) of every leaf revision, read from every copy."""
-        params = {"open_revs": "all", "revs": "true"}
-        copies = self._copies.get(db, 0)
-        if copies > 1:
-            params["r"] = str(copies)
+        params = {"open_revs": "all", "revs": "true", **await self.read_params(db)}
         try:
             _, result = await self.request("GET", self.doc_url(db, doc_id), params=params, db=db)
         except (DocNotFound, DbNotFound):

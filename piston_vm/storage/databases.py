@@ -53,8 +53,7 @@ class Databases:
                 await self.couch.create_db(db)
             elif not await self.couch.db_exists(db):
                 return False
-            await install_all(self.couch, db, self.design.modb)
-            self._ready.add(db)
+            await self._install_modb(db)
             return True
 
     async def ready_modbs(self, names: list[DbName]) -> list[DbName]:
@@ -68,17 +67,17 @@ class Databases:
             listed = set(await self.couch.all_dbs(unknown[0].unencoded, unknown[-1].unencoded))
             for name in unknown:
                 if name.unencoded in listed:
-                    await self._install_modb(name)
+                    async with self._lock(name.unencoded):
+                        if name.unencoded not in self._ready:
+                            await self._install_modb(name.unencoded)
         elif unknown:
             await self.ensure_modb(unknown[0], create=False)
         return [name for name in names if name.unencoded in self._ready]
 
-    async def _install_modb(self, name: DbName) -> None:
-        db = name.unencoded
-        async with self._lock(db):
-            if db not in self._ready:
-                await install_all(self.couch, db, self.design.modb)
-                self._ready.add(db)
+    async def _install_modb(self, db: str) -> None:
+        """Install the MODB design documents; the caller holds the database's lock."""
+        await install_all(self.couch, db, self.design.modb)
+        self._ready.add(db)
 
     def forget(self, name: DbName) -> None:
         self._ready.discard(name.unencoded)
