@@ -18,6 +18,9 @@ class Call:
     query: Mapping[str, str] = field(default_factory=dict)
     envelope: Mapping[str, Any] = field(default_factory=dict)
     claims: Claims | None = None
+    # Why a folder change or delete happens, for the `reason` of `voicemail_deleted` events
+    # (docs/events.md): the API's own calls are `crossbar_action`, as the platform names them.
+    reason: str = "crossbar_action"
 
     @property
     def data(self) -> Any:

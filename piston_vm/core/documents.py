@@ -69,6 +69,14 @@ def mark_deleted(message: JsonObject, call: Call) -> None:
     copy_transcription(message)
     message["pvt_deleted"] = True
     stamp_auth(message, call, request_id=False)
+    stamp_folder_change(message, "deleted", call)
+
+
+def stamp_folder_change(message: JsonObject, folder: str, call: Call) -> None:
+    """Who moved a message to `folder` and why: the event engine reads it to give
+    `voicemail_deleted` its `reason` (docs/events.md "Deriving events"). It names the folder it
+    is about, so a later change by another writer that leaves it behind is not misread."""
+    message["pvt_folder_change"] = {"folder": folder, "reason": call.reason}
 
 
 def copy_transcription(message: JsonObject) -> None:

@@ -17,7 +17,12 @@ from typing import Any
 
 from piston_vm.core import errors, gregorian
 from piston_vm.core.call import Call
-from piston_vm.core.documents import copy_transcription, mark_deleted, stamp_auth
+from piston_vm.core.documents import (
+    copy_transcription,
+    mark_deleted,
+    stamp_auth,
+    stamp_folder_change,
+)
 from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioInput
@@ -651,6 +656,7 @@ def _set_folder(doc: JsonObject, folder: str, call: Call) -> None:
     doc["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), "folder": folder}
     copy_transcription(doc)
     stamp_auth(doc, call, request_id=False)
+    stamp_folder_change(doc, folder, call)
 
 
 def _ordered(
