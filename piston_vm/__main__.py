@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from piston_vm.cli.accounts import add_accounts_parser, main_accounts
 from piston_vm.cli.couchdb import add_couchdb_parser, main_couchdb
+from piston_vm.cli.events import add_events_parser, main_events
 from piston_vm.cli.migrate import add_migrate_parser, main_migrate
 from piston_vm.cli.openapi import add_openapi_parser, main_openapi
 from piston_vm.cli.serve import add_serve_parser, main_serve
@@ -26,6 +27,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "users": main_users,
     "migrate": main_migrate,
     "openapi": main_openapi,
+    "events": main_events,
 }
 
 
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     add_users_parser(commands)
     add_migrate_parser(commands)
     add_openapi_parser(commands)
+    add_events_parser(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -13,7 +14,12 @@ from piston_vm.api.routes import ENDPOINTS
 from piston_vm.core.config import Settings
 from piston_vm.core.metrics import Metrics, PrometheusMetrics
 from piston_vm.core.validation import SchemaValidator
+from piston_vm.outbound.webhooks import WebhookClient
 from piston_vm.services.downloads import DownloadService
+from piston_vm.services.events.dispatch import Consumer
+from piston_vm.services.events.engine import EventEngine
+from piston_vm.services.events.stream import LiveFeed
+from piston_vm.services.events.webhooks import WebhookDeliverer
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
@@ -23,7 +29,9 @@ from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
 from piston_vm.web.keys import (
     DOWNLOADS,
+    ENGINE,
     LIFECYCLE,
+    LIVE_FEED,
     MESSAGES,
     METRICS,
     MIGRATOR,
@@ -66,9 +74,37 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         app[MESSAGES] = MessageService(*parts)
         app[VMBOXES] = VmboxService(*parts)
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
+        app[LIVE_FEED] = LiveFeed(stores)
         yield
+        await app[LIVE_FEED].close()
     finally:
         await couch.close()
+
+
+@asynccontextmanager
+async def running_engine(stores: Stores, settings: Settings) -> AsyncIterator[EventEngine]:
+    """The event engine with its consumers (webhooks, e-mail), for as long as the block runs:
+    `piston-vm serve` (unless PISTON_VM_EVENTS=off) and `piston-vm events`."""
+    client = WebhookClient(settings.webhook_timeout_s, settings.webhook_allow_private)
+    await client.start()
+    consumers: list[Consumer] = [WebhookDeliverer(stores, settings, client)]
+    engine = EventEngine(stores, settings, consumers)
+    try:
+        await engine.start()
+        yield engine
+    finally:
+        await engine.stop()
+        await client.close()
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.events:
+        yield
+        return
+    async with running_engine(app[STORES], settings) as engine:
+        app[ENGINE] = engine
+        yield
 
 
 def build_metrics(settings: Settings) -> Metrics:
@@ -101,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MOVE_REPAIRS] = RepairSchedule(settings.move_repair_interval_s)
     install_login_throttle(app)
     app.cleanup_ctx.append(couchdb_ctx)
+    app.cleanup_ctx.append(events_ctx)
     app.on_response_prepare.append(add_common_headers)
     app.router.add_get(HEALTHZ_PATH, healthz)
     app.router.add_get(READYZ_PATH, readyz)

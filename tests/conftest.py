@@ -51,6 +51,9 @@ def settings(couchdb_endpoint: CouchEndpoint) -> Settings:
         version="4.3.142",
         # Tests delete accounts and change retention and must see it at once.
         account_cache_ttl_s=0,
+        # The event engine runs only in the tests about it (tests/test_events.py), each with
+        # an engine database of its own.
+        events=False,
     )
 
 

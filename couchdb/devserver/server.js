@@ -18,6 +18,8 @@
 //  10. POST /db/_design/d/_view/v/queries (CouchDB 3's multi-query)
 //  11. one copy of everything, said like a single CouchDB node: GET /db has
 //      cluster {q:1, n:1, w:1, r:1}; a write asking for w > 1 copies answers 202
+//  12. GET /_db_updates (normal and longpoll feeds): which databases changed,
+//      one row per database with its latest change, as CouchDB 3 answers it
 //
 // Usage:
 //   node server.js [--host 127.0.0.1] [--port 5984] [--data-dir ./var/couchdb]
@@ -537,6 +539,105 @@ if (cli.admin) {
   });
 }
 
+// ------------------------------------------------------ FIX 12: _db_updates
+// CouchDB 3 answers GET /_db_updates with one row per database that changed
+// (created, updated, deleted; its latest change only) in sequence order.
+// express-pouchdb has no such feed. Every successful write request (and every
+// document a replication writes) notes its database here; with --data-dir the
+// rows survive a restart, so a follower's stored `since` stays meaningful.
+const DB_UPDATES_FILE = cli.inMemory ? null : path.join(dataDir, '_db_updates.json');
+const dbUpdates = { seq: 0, rows: new Map(), waiters: new Set(), saveTimer: null };
+(function loadDbUpdates() {
+  if (!DB_UPDATES_FILE) return;
+  try {
+    const saved = JSON.parse(fs.readFileSync(DB_UPDATES_FILE, 'utf8'));
+    dbUpdates.seq = saved.seq || 0;
+    for (const [name, row] of saved.rows || []) dbUpdates.rows.set(name, row);
+  } catch (err) {
+    if (err.code !== 'ENOENT') log('ignoring unreadable', DB_UPDATES_FILE + ':', err.message);
+  }
+}());
+function saveDbUpdatesSoon() {
+  if (!DB_UPDATES_FILE || dbUpdates.saveTimer) return;
+  dbUpdates.saveTimer = setTimeout(() => {
+    dbUpdates.saveTimer = null;
+    const tmp = DB_UPDATES_FILE + '.tmp';
+    const body = JSON.stringify({ seq: dbUpdates.seq, rows: Array.from(dbUpdates.rows) });
+    fs.writeFile(tmp, body, (err) => {
+      if (err) return log('could not save', DB_UPDATES_FILE + ':', err.message);
+      fs.rename(tmp, DB_UPDATES_FILE, (e) => { if (e) log('could not save', DB_UPDATES_FILE + ':', e.message); });
+    });
+  }, 50);
+}
+function noteDbUpdate(name, type) {
+  if (!name || MRVIEW_RE.test(name)) return;
+  dbUpdates.seq += 1;
+  // Map order is insertion order: delete first so the row moves to the end.
+  dbUpdates.rows.delete(name);
+  dbUpdates.rows.set(name, { type, seq: dbUpdates.seq });
+  saveDbUpdatesSoon();
+  for (const wake of dbUpdates.waiters) wake();
+}
+function seqString(n) { return n + '-devserver'; }
+function dbUpdatesSince(since, limit) {
+  const results = [];
+  for (const [name, row] of dbUpdates.rows) {
+    if (row.seq > since) results.push({ db_name: name, type: row.type, seq: seqString(row.seq) });
+  }
+  // Rows are in sequence order already (each change moves its row to the end).
+  return limit > 0 ? results.slice(0, limit) : results;
+}
+// A POST to these paths reads; every other non-GET request on a database writes.
+const READ_ONLY_DB_POST = /^\/(_all_docs|_bulk_get|_find|_explain|_changes|_revs_diff|_missing_revs|_ensure_full_commit|_design\/[^/]+\/_view\/.*|_design\/[^/]+\/_list\/.*|_local\/.*)$/;
+app.use((req, res, next) => {
+  if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+  const segment = req.path.split('/')[1] || '';
+  let name;
+  try { name = decodeURIComponent(segment); } catch (e) { return next(); }
+  if (!name || name.startsWith('_')) return next();
+  const rest = req.path.slice(segment.length + 1);
+  if (READ_ONLY_DB_POST.test(rest)) return next();
+  const wholeDb = rest === '' || rest === '/';
+  res.on('finish', () => {
+    if (res.statusCode < 200 || res.statusCode >= 300) return;
+    if (wholeDb && req.method === 'PUT') noteDbUpdate(name, 'created');
+    else if (wholeDb && req.method === 'DELETE') noteDbUpdate(name, 'deleted');
+    else noteDbUpdate(name, 'updated');
+  });
+  next();
+});
+app.get('/_db_updates', (req, res) => {
+  const feed = req.query.feed || 'normal';
+  if (feed !== 'normal' && feed !== 'longpoll') {
+    return sendJSON(res, 400, { error: 'bad_request', reason: 'feed must be normal or longpoll here' });
+  }
+  const raw = req.query.since;
+  const since = raw === undefined ? 0 : raw === 'now' ? dbUpdates.seq : parseInt(String(raw), 10);
+  if (!Number.isFinite(since) || since < 0) {
+    return sendJSON(res, 400, { error: 'bad_request', reason: 'invalid since: ' + raw });
+  }
+  const limit = parseInt(String(req.query.limit || '0'), 10) || 0;
+  const answer = () => {
+    const results = dbUpdatesSince(since, limit);
+    const last = results.length ? results[results.length - 1].seq : seqString(Math.max(since, 0));
+    sendJSON(res, 200, { results, last_seq: last });
+  };
+  if (feed === 'normal' || dbUpdatesSince(since, 1).length) return answer();
+  const timeoutMs = Math.min(Math.max(parseInt(String(req.query.timeout || '60000'), 10) || 60000, 0), 600000);
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    dbUpdates.waiters.delete(wake);
+    if (!res.writableEnded && !res.destroyed) answer();
+  };
+  const wake = () => { if (dbUpdatesSince(since, 1).length) finish(); };
+  const timer = setTimeout(finish, timeoutMs);
+  dbUpdates.waiters.add(wake);
+  req.on('close', () => { done = true; clearTimeout(timer); dbUpdates.waiters.delete(wake); });
+});
+
 app.get('/_session', (req, res) => sendJSON(res, 200, {
   ok: true,
   userCtx: { name: req.devUser || null, roles: ['_admin'] },
@@ -607,12 +708,18 @@ app.post('/_replicate', express.json({ limit: '16mb' }), async (req, res) => {
         String((err && (err.reason || err.message)) || err) };
     });
     const target = await replicationEndpoint(body.target, true, !!body.create_target);
+    // FIX 12: a replication writes through PouchDB, not through HTTP requests.
+    const localTarget = typeof body.target === 'string' && !/^https?:\/\//i.test(body.target)
+      ? body.target : null;
     const opts = {};
     for (const k of ['filter', 'query_params', 'doc_ids', 'selector', 'since_seq']) {
       if (body[k] !== undefined) opts[k === 'since_seq' ? 'since' : k] = body[k];
     }
     if (body.continuous) {
       const rep = PouchDB.replicate(source, target, Object.assign(opts, { live: true, retry: true }));
+      rep.on('change', (info) => {
+        if (localTarget && info && info.docs_written) noteDbUpdate(localTarget, 'updated');
+      });
       rep.on('error', (err) => { log('replication error:', err && err.message); continuousReplications.delete(key); });
       continuousReplications.set(key, rep);
       return sendJSON(res, 202, { ok: true, _local_id: crypto.createHash('md5').update(key).digest('hex') });
@@ -620,6 +727,7 @@ app.post('/_replicate', express.json({ limit: '16mb' }), async (req, res) => {
     const started = new Date().toUTCString();
     const result = await PouchDB.replicate(source, target, opts);
     if (result && result.ok === false) throw { status: 500, error: 'replication_failed', reason: 'replication failed' };
+    if (localTarget && result.docs_written) noteDbUpdate(localTarget, 'updated');
     sendJSON(res, 200, {
       ok: true,
       no_changes: result.docs_written === 0,

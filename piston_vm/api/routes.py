@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piston_vm.api import auth, messages, vmboxes
+from piston_vm.api import auth, events, messages, vmboxes
 from piston_vm.web.openapi import openapi_document
 from piston_vm.web.routing import BodyKind, Endpoint
 
@@ -12,6 +12,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("/v2/api_auth", {"PUT": auth.api_auth}, authenticated=False),
     Endpoint("/v2/openapi.json", {"GET": openapi_document}, authenticated=False),
     Endpoint("/v2/user_auth", {"PUT": auth.user_auth}, authenticated=False),
+    Endpoint(f"{ACCOUNT}/events", {"GET": events.event_stream}),
     Endpoint(f"{ACCOUNT}/vmboxes", {"GET": vmboxes.list_boxes, "PUT": vmboxes.create_box}),
     # Literal segments first: "messages" after /vmboxes/ and "raw" after /messages/ are never ids.
     Endpoint(f"{ACCOUNT}/vmboxes/messages", {"GET": messages.list_account_messages}),

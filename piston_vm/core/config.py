@@ -95,6 +95,22 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     # The build's commit for piston_vm_build_info; None: `piston-vm serve` asks git.
     commit: str | None = None
+    # Voicemail events (docs/events.md): the engine, webhooks and the live stream.
+    events: bool = True
+    # The engine's own database: checkpoints, leases and the events of the last hours.
+    events_db: str = "piston_vm_events"
+    event_shards: int = 4
+    event_lease_s: float = 15.0
+    events_keep_h: float = 48.0
+    events_heartbeat_s: float = 15.0
+    max_message_count: int = 100
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_s: float = 2.0
+    # The platform's auto-disable (system_config.webhooks): this many failed attempts of one
+    # hook within this many seconds disable it.
+    webhook_failure_count: int = 6
+    webhook_failure_expiry_s: float = 60.0
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -120,6 +136,9 @@ _INT_FIELDS = {
     "TOKEN_EXPIRY_S": "token_expiry_s",
     "MIGRATION_RETRY_LIMIT": "migration_retry_limit",
     "METRICS_PORT": "metrics_port",
+    "EVENT_SHARDS": "event_shards",
+    "MAX_MESSAGE_COUNT": "max_message_count",
+    "WEBHOOK_FAILURE_COUNT": "webhook_failure_count",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
@@ -127,6 +146,12 @@ _FLOAT_FIELDS = {
     "MOVE_REPAIR_INTERVAL_S": "move_repair_interval_s",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
     "SHUTDOWN_TIMEOUT_S": "shutdown_timeout_s",
+    "EVENT_LEASE_S": "event_lease_s",
+    "EVENTS_KEEP_H": "events_keep_h",
+    "EVENTS_HEARTBEAT_S": "events_heartbeat_s",
+    "WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
+    "WEBHOOK_BACKOFF_S": "webhook_backoff_s",
+    "WEBHOOK_FAILURE_EXPIRY_S": "webhook_failure_expiry_s",
 }
 _STR_FIELDS = {
     "HOST": "host",
@@ -136,6 +161,7 @@ _STR_FIELDS = {
     "DEFAULT_TIMEZONE": "default_timezone",
     "ANONYMOUS_CALLER_ID": "anonymous_caller_id",
     "COMMIT": "commit",
+    "EVENTS_DB": "events_db",
 }
 _PATH_FIELDS = {
     "DATA_DIR": "data_dir",
@@ -148,6 +174,8 @@ _PATH_FIELDS = {
 _SWITCH_FIELDS = {
     "ACCESS_LOG": "access_log",
     "METRICS": "metrics",
+    "EVENTS": "events",
+    "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
 }
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
@@ -214,6 +242,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     for attr in ("shutdown_grace_s", "shutdown_timeout_s"):
         if values.get(attr, 0) < 0:
             raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
+    if values.get("event_shards", 1) < 1:
+        raise ValueError(f"{ENV_PREFIX}EVENT_SHARDS must be at least 1")
     if values.get("metrics_port") == 0:
         # 0 would be "any free port": a scraper could never find it.
         del values["metrics_port"]

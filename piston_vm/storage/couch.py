@@ -633,6 +633,41 @@ class CouchClient:
                 with suppress(asyncio.CancelledError, Exception):
                     await task
 
+    # -- feeds (the event engine, docs/events.md) ------------------------------------------
+
+    @_observed("db_updates")
+    async def db_updates(
+        self, since: str, wait_s: float, limit: int = 1000
+    ) -> tuple[list[JsonObject], str]:
+        """Databases that changed after `since` ("now": only the current position), waiting up
+        to `wait_s` for one (0: answer at once). Returns (rows, last_seq)."""
+        params = {"since": since, "limit": str(limit),
+                  "feed": "longpoll" if wait_s > 0 else "normal"}
+        if wait_s > 0:
+            params["timeout"] = str(int(wait_s * 1000))
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s, sock_read=wait_s + self.timeout_s)
+        _, body = await self.request(
+            "GET", URL(self._base_text + "/_db_updates"), params=params, timeout=timeout)
+        return [dict(row) for row in body.get("results") or []], str(body.get("last_seq"))
+
+    @_observed("changes")
+    async def changes(
+        self, db: str, since: str, limit: int, wait_s: float = 0.0
+    ) -> tuple[list[JsonObject], str]:
+        """Changes of `db` after `since`, with the winning revision of each document
+        (include_docs). With `wait_s`, a long poll that waits for the first change."""
+        params = {"since": since, "limit": str(limit), "include_docs": "true",
+                  "feed": "longpoll" if wait_s > 0 else "normal"}
+        if wait_s > 0:
+            params["timeout"] = str(int(wait_s * 1000))
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s,
+            sock_read=max(wait_s + self.timeout_s, VIEW_TIMEOUT_S if wait_s == 0 else 0))
+        _, body = await self.request(
+            "GET", self.url(db, "_changes"), params=params, timeout=timeout, db=db)
+        return [dict(row) for row in body.get("results") or []], str(body.get("last_seq"))
+
     # -- databases -------------------------------------------------------------------------
 
     @_observed("create_db")

@@ -27,6 +27,8 @@ class DesignDocs:
     accounts: tuple[JsonObject, ...]
     account: tuple[JsonObject, ...]
     modb: tuple[JsonObject, ...]
+    # The event engine's own database (storage/events.py).
+    events: tuple[JsonObject, ...] = ()
 
     @classmethod
     def load(cls, couchdb_dir: Path, modb_extra_dir: Path | None = None) -> DesignDocs:
@@ -37,6 +39,7 @@ class DesignDocs:
             accounts=_load_dir(couchdb_dir / "accounts"),
             account=_load_dir(couchdb_dir / "account"),
             modb=modb,
+            events=_load_dir(couchdb_dir / "events"),
         )
 
 

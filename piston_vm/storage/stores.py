@@ -9,9 +9,11 @@ from piston_vm.storage.accounts import AccountStore
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import DesignDocs
+from piston_vm.storage.events import EventStore
 from piston_vm.storage.messages import MessageStore
 from piston_vm.storage.users import UserStore
 from piston_vm.storage.vmboxes import VmboxStore
+from piston_vm.storage.webhooks import WebhookStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,8 @@ class Stores:
     vmboxes: VmboxStore
     messages: MessageStore
     users: UserStore
+    events: EventStore
+    webhooks: WebhookStore
 
     @classmethod
     def build(cls, settings: Settings, couch: CouchClient) -> Stores:
@@ -34,4 +38,6 @@ class Stores:
             vmboxes=VmboxStore(couch, databases),
             messages=MessageStore(couch, databases),
             users=UserStore(couch),
+            events=EventStore(couch, settings.events_db, design.events),
+            webhooks=WebhookStore(couch, databases),
         )

@@ -8,6 +8,8 @@ from piston_vm.core.config import Settings
 from piston_vm.core.metrics import Metrics
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.downloads import DownloadService
+from piston_vm.services.events.engine import EventEngine
+from piston_vm.services.events.stream import LiveFeed
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
@@ -31,5 +33,9 @@ DOWNLOADS = web.AppKey("downloads", DownloadService)
 METRICS = web.AppKey("metrics", Metrics)
 # Draining and requests in flight, for /readyz and `piston-vm serve`'s SIGTERM.
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+# The live stream's shared tail of the engine database (docs/events.md "The live stream").
+LIVE_FEED = web.AppKey("live_feed", LiveFeed)
+# The event engine when this process runs it (PISTON_VM_EVENTS=on, the default).
+ENGINE = web.AppKey("engine", EventEngine)
 
 CONTEXT = web.RequestKey("context", RequestContext)

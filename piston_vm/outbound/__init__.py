@@ -1,0 +1,1 @@
+"""Talking to the world outside CouchDB: webhook receivers (docs/events.md)."""
