@@ -86,8 +86,16 @@ class Dispatcher:
                 raise LostShard(doc_id)
         return doc
 
+    async def prepare(self) -> None:
+        """Know where delivery starts before the follower stores any event (on the first
+        start that is "now": an event stored before it would never be delivered)."""
+        if self._checkpoint is None:
+            self._checkpoint = await self._checkpoint_doc()
+
     async def run(self) -> None:
-        checkpoint = self._checkpoint = await self._checkpoint_doc()
+        await self.prepare()
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
         mark = self._mark = _Watermark(str(checkpoint["since"]))
         since = mark.done
         saver = asyncio.create_task(self._keep_saving(checkpoint, mark))

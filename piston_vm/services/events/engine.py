@@ -68,6 +68,7 @@ class _Shard:
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        await self.dispatcher.prepare()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.follower.run())
             group.create_task(self.dispatcher.run())
