@@ -572,3 +572,44 @@ async def test_a_replicated_document_put_answers_like_couchdb(http: aiohttp.Clie
         assert await json_of(resp) == {"ok": True, "id": "d", "rev": doc["_rev"]}
     async with http.get("/replicated/d/a.mp3") as resp:
         assert await resp.read() == b"abc"
+
+
+# --- 12. _db_updates ----------------------------------------------------------------------
+
+
+async def test_db_updates_lists_each_changed_database_once_with_its_latest_change(
+    http: aiohttp.ClientSession,
+) -> None:
+    """FIX 12: which databases changed, as CouchDB 3 answers GET /_db_updates."""
+    async with http.get("/_db_updates", params={"since": "now"}) as resp:
+        assert resp.status == 200
+        since = (await json_of(resp))["last_seq"]
+    name = "account/ee/ee/" + "e" * 28
+    await create_db(http, quote(name, safe=""))
+    for n in range(3):
+        async with http.put(f"/{quote(name, safe='')}/doc{n}", json={"n": n}) as resp:
+            assert resp.status == 201
+    # Reads are not changes.
+    async with http.post(f"/{quote(name, safe='')}/_all_docs", json={"keys": []}) as resp:
+        assert resp.status == 200
+    async with http.get("/_db_updates", params={"since": since}) as resp:
+        body = await json_of(resp)
+    rows = [r for r in body["results"] if r["db_name"] == name]
+    assert len(rows) == 1
+    assert rows[0]["type"] == "updated"
+    assert body["last_seq"] == body["results"][-1]["seq"]
+    # A long poll waits for the next change and answers as soon as it happens.
+    waiter = asyncio.ensure_future(http.get("/_db_updates", params={
+        "since": body["last_seq"], "feed": "longpoll", "timeout": "10000"}))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    async with http.delete(f"/{quote(name, safe='')}") as resp:
+        assert resp.status == 200
+    resp = await asyncio.wait_for(waiter, 5)
+    later = await json_of(resp)
+    resp.release()
+    assert [(r["db_name"], r["type"]) for r in later["results"]] == [(name, "deleted")]
+    # With nothing new, a long poll ends at its timeout with no rows.
+    async with http.get("/_db_updates", params={
+            "since": later["last_seq"], "feed": "longpoll", "timeout": "200"}) as resp:
+        assert (await json_of(resp))["results"] == []

@@ -28,6 +28,7 @@ JsonObject = dict[str, Any]
 DESIGN = "piston_vm_events"
 EVENT_TYPE = "event"
 PRUNE_BATCH = 500
+GLOBAL_CHANGES = "_global_changes"
 
 
 class EventStore:
@@ -37,7 +38,12 @@ class EventStore:
         self.design = design
 
     async def ensure(self) -> None:
-        """Create the engine's database and its views (safe when several workers race)."""
+        """Create the engine's database and its views (safe when several workers race), and
+        `_global_changes`, which Apache CouchDB serves `_db_updates` from: its single-node
+        and cluster setups create it, a bare `couchdb` start does not."""
+        if not await self.couch.db_exists(GLOBAL_CHANGES):
+            log.info("creating %s (CouchDB's _db_updates needs it)", GLOBAL_CHANGES)
+            await self.couch.create_db(GLOBAL_CHANGES)
         if not await self.couch.db_exists(self.db):
             await self.couch.create_db(self.db)
         for doc in self.design:

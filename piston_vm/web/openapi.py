@@ -36,6 +36,7 @@ OPENAPI_PATH = "/v2/openapi.json"
 PROBE_PATHS = (HEALTHZ_PATH, READYZ_PATH, METRICS_PATH)
 USER_AUTH_PATH = "/v2/user_auth"
 
+_EVENTS = "/v2/accounts/{account_id}/events"
 _BOXES = "/v2/accounts/{account_id}/vmboxes"
 _BOX = _BOXES + "/{box_id}"
 _MESSAGES = _BOX + "/messages"
@@ -616,6 +617,23 @@ def _operations() -> dict[tuple[str, str], Operation]:
         (USER_AUTH_PATH, "PUT"): Operation(
             "Log in with user credentials", "6.3", {"201": auth_success},
             _json_body(component_ref("UserAuthRequest")), statuses=(429,)),
+        (_EVENTS, "GET"): Operation(
+            "The account's voicemail events, live (Server-Sent Events)", "docs/events.md 6",
+            {"200": {"description": "`text/event-stream`: frames `id:` (event id), `event:` "
+                                    "(voicemail_new, voicemail_saved, voicemail_deleted, "
+                                    "voicemail_full), `data:` (the notification payload as "
+                                    "JSON); comment lines keep it alive",
+                     "headers": dict(_REQUEST_ID_HEADER),
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+            parameters=(
+                _query("include_subaccounts", _BOOLEAN,
+                       "Also the events of descendant accounts the token may see"),
+                _query("last_event_id", {"type": "string"},
+                       "Resume after this event (like the Last-Event-ID header)"),
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "string"},
+                 "description": "Resume after this event: the stored events since then come "
+                                "first (kept PISTON_VM_EVENTS_KEEP_H hours)"})),
         (_BOXES, "GET"): Operation(
             "List voicemail boxes", "9.1",
             {"200": _success("Boxes in name order", _list_of("VmboxListRow"), ["ETag"])},
