@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint imports typecheck unit install devserver bench bench-smoke clean
+.PHONY: run test lint imports typecheck unit install devserver bench bench-smoke bench-events clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ clean:
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The event engine's lag, throughput and idle cost (docs/events.md): BENCH_ARGS="--couchdb-url …".
+bench-events: install
+	$(BIN)/python -m bench.events $(BENCH_ARGS)
 
 bench-smoke: install
 	$(BIN)/python -m bench.run --smoke

@@ -114,7 +114,7 @@ def test_other_documents_produce_nothing_and_boxes_have_object_events() -> None:
     known: dict[str, int] = {}
     account = Origin(DbName(ACCOUNT), (), 1000, 5000, "4.3", "n")
     assert message_change(ORIGIN, change("x", "1-a", pvt_type="webhook_attempt"), {}) == []
-    box = {"pvt_type": "vmbox", "pvt_modified": 2000}
+    box: dict[str, Any] = {"pvt_type": "vmbox", "pvt_modified": 2000}
     assert names(vmbox_change(account, change("b1", "1-a", **box), known)) == ["doc_created"]
     assert names(vmbox_change(account, change("b1", "2-a", **box), known)) == ["doc_edited"]
     assert names(vmbox_change(account, change("b1", "3-a", pvt_deleted=True, **box),
