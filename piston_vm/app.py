@@ -17,11 +17,13 @@ from piston_vm.services.downloads import DownloadService
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
+from piston_vm.services.notifications import DeliveryStatus
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
 from piston_vm.web.keys import (
+    DELIVERY_STATUS,
     DOWNLOADS,
     LIFECYCLE,
     MESSAGES,
@@ -66,6 +68,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         app[MESSAGES] = MessageService(*parts)
         app[VMBOXES] = VmboxService(*parts)
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
+        app[DELIVERY_STATUS] = DeliveryStatus(app[MESSAGES])
         yield
     finally:
         await couch.close()

@@ -21,6 +21,7 @@ DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
 ENV_PREFIX = "PISTON_VM_"
 
 LOG_FORMATS = ("text", "json")
+SMTP_SECURITY = ("none", "starttls", "tls")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -95,6 +96,24 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     # The build's commit for piston_vm_build_info; None: `piston-vm serve` asks git.
     commit: str | None = None
+    # Voicemail to email (docs/email.md). No smtp_host: no email is attempted.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    # "none", "starttls" or "tls"; None: none on port 25, else starttls (see smtp_security).
+    smtp_tls: str | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = field(default_factory=lambda: f"voicemail@{socket.gethostname()}")
+    smtp_timeout_s: float = 30.0
+    # Larger recordings are not attached: the email carries a download link instead.
+    email_attachment_max_bytes: int = 10_000_000
+    # First retry delay after a temporary failure, doubling; at most email_retries retries.
+    email_backoff_s: float = 30.0
+    email_retries: int = 5
+    # Operator's template files, each overriding the bundled one of the same name.
+    email_templates_dir: Path | None = None
+    # Where people reach this service (https://vm.example.com): the download link's base.
+    public_url: str | None = None
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -105,6 +124,12 @@ class Settings:
         # One extra hour, as the original: a message recorded "93 days ago" in another
         # time zone must not flip in and out of the window.
         return self.retention_days * 86_400 + 3_600
+
+    @property
+    def smtp_security(self) -> str:
+        if self.smtp_tls is not None:
+            return self.smtp_tls
+        return "none" if self.smtp_port == 25 else "starttls"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -120,6 +145,9 @@ _INT_FIELDS = {
     "TOKEN_EXPIRY_S": "token_expiry_s",
     "MIGRATION_RETRY_LIMIT": "migration_retry_limit",
     "METRICS_PORT": "metrics_port",
+    "SMTP_PORT": "smtp_port",
+    "EMAIL_ATTACHMENT_MAX_BYTES": "email_attachment_max_bytes",
+    "EMAIL_RETRIES": "email_retries",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
@@ -127,6 +155,8 @@ _FLOAT_FIELDS = {
     "MOVE_REPAIR_INTERVAL_S": "move_repair_interval_s",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
     "SHUTDOWN_TIMEOUT_S": "shutdown_timeout_s",
+    "SMTP_TIMEOUT_S": "smtp_timeout_s",
+    "EMAIL_BACKOFF_S": "email_backoff_s",
 }
 _STR_FIELDS = {
     "HOST": "host",
@@ -136,12 +166,18 @@ _STR_FIELDS = {
     "DEFAULT_TIMEZONE": "default_timezone",
     "ANONYMOUS_CALLER_ID": "anonymous_caller_id",
     "COMMIT": "commit",
+    "SMTP_HOST": "smtp_host",
+    "SMTP_USERNAME": "smtp_username",
+    "SMTP_PASSWORD": "smtp_password",
+    "SMTP_FROM": "smtp_from",
+    "PUBLIC_URL": "public_url",
 }
 _PATH_FIELDS = {
     "DATA_DIR": "data_dir",
     "MODB_DESIGN_DIR": "modb_design_dir",
     "COUCHDB_DIR": "couchdb_dir",
     "SCHEMAS_DIR": "schemas_dir",
+    "EMAIL_TEMPLATES_DIR": "email_templates_dir",
 }
 
 
@@ -226,6 +262,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             raise ValueError(f"{ENV_PREFIX}COUCHDB_W must be all, default or a number of copies, "
                              f"not {raw!r}")
         values["couchdb_w"] = raw
+    if (raw := get("SMTP_TLS")) is not None:
+        if raw.lower() not in SMTP_SECURITY:
+            raise ValueError(f"{ENV_PREFIX}SMTP_TLS must be none, starttls or tls, not {raw!r}")
+        values["smtp_tls"] = raw.lower()
+    for attr in ("email_backoff_s", "email_retries", "email_attachment_max_bytes"):
+        if values.get(attr, 0) < 0:
+            raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
     if (raw := get("COUCHDB_URL")) is not None:
         values["couchdb"] = CouchEndpoint.parse(raw)
     return Settings(**values)

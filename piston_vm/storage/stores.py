@@ -10,6 +10,7 @@ from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import DesignDocs
 from piston_vm.storage.messages import MessageStore
+from piston_vm.storage.notifications import NotificationStore
 from piston_vm.storage.users import UserStore
 from piston_vm.storage.vmboxes import VmboxStore
 
@@ -22,6 +23,8 @@ class Stores:
     vmboxes: VmboxStore
     messages: MessageStore
     users: UserStore
+    # Delivery attempts and email templates (docs/email.md).
+    notifications: NotificationStore
 
     @classmethod
     def build(cls, settings: Settings, couch: CouchClient) -> Stores:
@@ -34,4 +37,5 @@ class Stores:
             vmboxes=VmboxStore(couch, databases),
             messages=MessageStore(couch, databases),
             users=UserStore(couch),
+            notifications=NotificationStore(couch, databases),
         )
