@@ -49,6 +49,8 @@ JsonObject = dict[str, Any]
 
 EMAIL = "email"
 PENDING, SUCCESS, FAILURE = "pending", "success", "failure"
+# The record that a message's after-notify action was taken (docs/email.md).
+AFTER_NOTIFY = "notify_after_action"
 # SMTP transactions at once per notifier. Each holds its email (the audio included, at most
 # PISTON_VM_EMAIL_ATTACHMENT_MAX_BYTES) in memory while it is sent: this bounds that memory.
 MAX_CONCURRENT_SENDS = 8
@@ -424,6 +426,17 @@ class EmailNotifier:
             current = await self.messages.locate(account, box_id, voicemail.message_id)
             metadata = current.doc.get("metadata")
             if not isinstance(metadata, dict) or metadata.get("folder") != "new":
+                return None
+            # Claimed before it is done: a run after a restart never moves the message again
+            # (say, after its owner moved it back to `new`). A crash in between leaves it in
+            # `new`, the side that loses nothing.
+            marker = {"_id": f"notify_after:{voicemail.message_id}", "pvt_type": AFTER_NOTIFY,
+                      "folder": folder, "event_id": voicemail.event.id,
+                      "pvt_message_id": voicemail.message_id, "pvt_box_id": box_id,
+                      "pvt_account_id": account.id, "pvt_created": gregorian.now()}
+            try:
+                await self.stores.notifications.create(voicemail.modb, marker)
+            except DocConflict:
                 return None
             await self.messages.change(call, account, box_id, voicemail.message_id)
         except errors.ApiError as exc:

@@ -100,7 +100,19 @@ class SmtpSender:
             return Outcome(Verdict.PERMANENT, None, _text(exc))
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Refused, unreachable, timed out, disconnected: the server may be back soon.
-            return Outcome(Verdict.TEMPORARY, None, _text(f"{type(exc).__name__}: {exc}"))
+            return Outcome(Verdict.TEMPORARY, None, _text(self._no_answer(exc)))
+
+    def _no_answer(self, exc: BaseException) -> str:
+        """What a person should read when the server gave no answer."""
+        chain: list[BaseException] = [exc]
+        while chain[-1].__cause__ is not None and len(chain) < 5:
+            chain.append(chain[-1].__cause__)
+        where = f"{self.host}:{self.port}"
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return f"connection refused by {where}"
+        if any(isinstance(e, TimeoutError) for e in chain):
+            return f"no answer from {where} within {self.timeout_s:g} s ({exc})"
+        return f"{type(exc).__name__}: {exc}"
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
