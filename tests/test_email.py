@@ -4,6 +4,7 @@ through the API, and the delivery status read back through the API and from Couc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -20,10 +21,12 @@ import jinja2
 import pytest
 from aiosmtpd.smtp import SMTP as SmtpServer  # noqa: N811
 
+from piston_vm.cli.users import main_users
 from piston_vm.core import gregorian
-from piston_vm.core.config import Settings
+from piston_vm.core.config import Settings, settings_from_env
 from piston_vm.core.events import VOICEMAIL_SAVED
-from piston_vm.services.email_notify import INVALID_ADDRESS, EmailNotifier
+from piston_vm.core.mail import header_text, mail_address, unique_recipients
+from piston_vm.services.email_notify import INVALID_ADDRESS, EmailNotifier, length_text
 from piston_vm.storage.notifications import TEMPLATES_DOC_ID, TEMPLATES_TYPE
 from piston_vm.storage.stores import Stores
 from piston_vm.web.keys import MESSAGES, SETTINGS, STORES
@@ -39,6 +42,7 @@ from tests.test_message_support import (
     must_stored,
     update_stored,
 )
+from tests.test_user_auth import cli_args
 
 JsonObject = dict[str, Any]
 
@@ -642,3 +646,77 @@ async def test_status_is_scoped_like_every_endpoint(
     # A message without attempts answers an empty list.
     quiet_box, quiet_id = await voicemail(api, stores, child, owner_email=None, mailbox="2300")
     assert await statuses(api, child, quiet_box, quiet_id) == []
+
+
+# -- users create --email, settings, pure helpers --------------------------------------------
+
+
+async def test_users_create_sets_the_email(
+    make_account: MakeAccount, stores: Stores, settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tenant = await make_account()
+    args = cli_args(settings, "--account", tenant.id, "--username", "eve", "--password", "pw",
+                    "--email", "Eve@Example.org")
+    assert await asyncio.to_thread(main_users, args) == 0
+    user_id = json.loads(capsys.readouterr().out)["user_id"]
+    doc = await stores.users.get(tenant.id, user_id)
+    assert doc is not None
+    assert doc["email"] == "Eve@Example.org"
+    bad = cli_args(settings, "--account", tenant.id, "--username", "mallory", "--password", "pw",
+                   "--email", "m@example.org\nBcc: x@evil.test")
+    assert await asyncio.to_thread(main_users, bad) == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_smtp_settings_from_the_environment() -> None:
+    assert settings_from_env({}).smtp_host is None
+    plain = settings_from_env({"PISTON_VM_SMTP_HOST": "mx.example.org"})
+    assert (plain.smtp_port, plain.smtp_security) == (25, "none")
+    assert plain.smtp_from.startswith("voicemail@")
+    assert (plain.email_attachment_max_bytes, plain.email_backoff_s) == (10_000_000, 30.0)
+    submission = settings_from_env({
+        "PISTON_VM_SMTP_HOST": "mx.example.org", "PISTON_VM_SMTP_PORT": "587",
+        "PISTON_VM_SMTP_USERNAME": "u", "PISTON_VM_SMTP_PASSWORD": "p",
+        "PISTON_VM_SMTP_FROM": "vm@example.org", "PISTON_VM_EMAIL_BACKOFF_S": "1.5",
+        "PISTON_VM_EMAIL_ATTACHMENT_MAX_BYTES": "1000", "PISTON_VM_EMAIL_RETRIES": "1"})
+    assert (submission.smtp_security, submission.smtp_username, submission.smtp_from,
+            submission.email_backoff_s, submission.email_attachment_max_bytes,
+            submission.email_retries) == ("starttls", "u", "vm@example.org", 1.5, 1000, 1)
+    assert submission.smtp_password == "p"
+    assert "smtp_password" not in repr(submission)  # never in logs
+    tls = settings_from_env({"PISTON_VM_SMTP_PORT": "465", "PISTON_VM_SMTP_TLS": "TLS"})
+    assert tls.smtp_security == "tls"
+    assert settings_from_env({"PISTON_VM_SMTP_TLS": "none",
+                              "PISTON_VM_SMTP_PORT": "2525"}).smtp_security == "none"
+    with pytest.raises(ValueError, match="SMTP_TLS"):
+        settings_from_env({"PISTON_VM_SMTP_TLS": "ssl"})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("a@example.org", "a@example.org"),
+    ("  First.Last+tag@Example.ORG ", "First.Last+tag@Example.ORG"),
+    ("a@bücher.de", "a@xn--bcher-kva.de"),
+    ("a@example.org\r\nBcc: b@evil.test", None),
+    ("a@example.org, b@evil.test", None),
+    ("<a@example.org>", None),
+    ("Ann <a@example.org>", None),
+    ('"a b"@example.org', None),
+    ("ü@example.org", None),
+    ("a@localhost", None),
+    ("a@@example.org", None),
+    ("", None),
+    (42, None),
+])
+def test_mail_address(raw: object, expected: str | None) -> None:
+    assert mail_address(raw) == expected
+
+
+def test_header_text_and_recipients() -> None:
+    assert header_text("a\r\nBcc: b\u2028c\x00d\te") == "a Bcc: b c d e"
+    assert header_text("x" * 300) == "x" * 250
+    assert unique_recipients(["A@x.org", None, "", " a@X.org ", "b@x.org", 7]) == [
+        "A@x.org", "b@x.org"]
+    assert length_text(4580) == "0:05"
+    assert length_text(61_000) == "1:01"
+    assert length_text(None) == length_text(-1) == length_text(True) == "0:00"
