@@ -177,11 +177,17 @@ class EmailNotifier:
         history = await self.stores.notifications.for_message(
             voicemail.modb, voicemail.message_id)
         emailed = [doc for doc in history if doc.get("pvt_type") == EMAIL_ATTEMPT]
-        outcomes = await asyncio.gather(*(
+        # Every recipient finishes its attempts before a failure (CouchDB) is raised: an email
+        # cut off in the middle would stay `pending`, never to be sent.
+        settled = await asyncio.gather(*(
             self._deliver(voicemail, recipient, [d for d in emailed
                                                  if str(d.get("recipient", "")).lower()
                                                  == recipient.lower()])
-            for recipient in recipients))
+            for recipient in recipients), return_exceptions=True)
+        for outcome in settled:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        outcomes = [bool(outcome) for outcome in settled]
         accepted = tuple(r for r, ok in zip(recipients, outcomes, strict=True) if ok)
         failed = tuple(r for r, ok in zip(recipients, outcomes, strict=True) if not ok)
         moved_to = await self._after_notify(voicemail) if accepted else None

@@ -3,7 +3,9 @@ temporary and permanent (docs/email.md, "Retries")."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,10 +52,15 @@ class SmtpSender:
         self.password = settings.smtp_password
         self.timeout_s = settings.smtp_timeout_s
         self.sender = settings.smtp_from
+        # The EHLO name; aiosmtplib would look it up (a DNS query) for every connection.
+        self._local_hostname: str | None = None
 
-    def _client(self) -> aiosmtplib.SMTP:
+    async def _client(self) -> aiosmtplib.SMTP:
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         return aiosmtplib.SMTP(
             hostname=self.host, port=self.port, timeout=self.timeout_s,
+            local_hostname=self._local_hostname,
             use_tls=self.security == "tls",
             # True: STARTTLS or fail (never send in clear text what was meant to be
             # encrypted); False: never (`none`).
@@ -67,7 +74,7 @@ class SmtpSender:
         """Send `payload` to `recipient` alone. `before_data` runs once the server took the
         recipient, just before the message itself goes: returning False abandons the
         transaction (nothing is sent)."""
-        smtp = self._client()
+        smtp = await self._client()
         try:
             outcome = await self._transaction(smtp, recipient, payload, before_data)
         except BaseException:
