@@ -16,6 +16,7 @@ from piston_vm.core.metrics import Metrics, PrometheusMetrics
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.outbound.webhooks import WebhookClient
 from piston_vm.services.downloads import DownloadService
+from piston_vm.services.email_notify import EmailNotifier
 from piston_vm.services.events.dispatch import Consumer
 from piston_vm.services.events.engine import EventEngine
 from piston_vm.services.events.stream import LiveFeed
@@ -23,11 +24,13 @@ from piston_vm.services.events.webhooks import WebhookDeliverer
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
+from piston_vm.services.notifications import DeliveryStatus
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
 from piston_vm.web.keys import (
+    DELIVERY_STATUS,
     DOWNLOADS,
     ENGINE,
     LIFECYCLE,
@@ -75,6 +78,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         app[VMBOXES] = VmboxService(*parts)
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
         app[LIVE_FEED] = LiveFeed(stores)
+        app[DELIVERY_STATUS] = DeliveryStatus(app[MESSAGES])
         yield
         await app[LIVE_FEED].close()
     finally:
@@ -82,19 +86,33 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def running_engine(stores: Stores, settings: Settings) -> AsyncIterator[EventEngine]:
+async def running_engine(
+    stores: Stores, settings: Settings, messages: MessageService
+) -> AsyncIterator[EventEngine]:
     """The event engine with its consumers (webhooks, e-mail), for as long as the block runs:
     `piston-vm serve` (unless PISTON_VM_EVENTS=off) and `piston-vm events`."""
     client = WebhookClient(settings.webhook_timeout_s, settings.webhook_allow_private)
+    notifier = EmailNotifier(stores, settings, messages)
     await client.start()
-    consumers: list[Consumer] = [WebhookDeliverer(stores, settings, client)]
+    await notifier.start()
+    consumers: list[Consumer] = [WebhookDeliverer(stores, settings, client), notifier]
     engine = EventEngine(stores, settings, consumers)
     try:
         await engine.start()
         yield engine
     finally:
         await engine.stop()
+        await notifier.close()
         await client.close()
+
+
+def message_service(stores: Stores, settings: Settings) -> MessageService:
+    """The message use cases for a process without the API (`piston-vm events`)."""
+    validator = SchemaValidator(
+        settings.schemas_dir, settings.max_pin_length, settings.transcribe_default)
+    migrator = LegacyMigrator(stores, settings)
+    return MessageService(stores, validator, settings, migrator,
+                          RepairSchedule(settings.move_repair_interval_s))
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -102,7 +120,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.events:
         yield
         return
-    async with running_engine(app[STORES], settings) as engine:
+    async with running_engine(app[STORES], settings, app[MESSAGES]) as engine:
         app[ENGINE] = engine
         yield
 

@@ -23,6 +23,7 @@ from tests.events_support import (
     start_receiver,
 )
 from tests.helpers import Api, assert_success
+from tests.mail_support import Recorder, smtp_server
 from tests.test_message_support import (
     create_box,
     create_message,
@@ -390,3 +391,27 @@ async def test_two_workers_deliver_each_event_once(
     assert resp.status in (200, 201)
     [delivery] = await receiver.wait_for(1, voicemail_id=late["media_id"])
     assert delivery.fields["event_name"] == "voicemail_new"
+
+
+async def test_email_goes_out_from_the_engine_and_after_notify_is_deleted_voicemail(
+    make_client: AppFactory, account: Tenant, stores: Stores, receiver: Receiver
+) -> None:
+    """The engine feeds the e-mail notifier (docs/email.md): one voicemail_new, one email;
+    the after-notify move is a voicemail_deleted with the reason `delete_after_notify`."""
+    recorder = Recorder()
+    async with smtp_server(recorder) as port:
+        api = await engine_api(make_client, smtp_host="127.0.0.1", smtp_port=port,
+                               smtp_tls="none", smtp_from="voicemail@piston.test")
+        await add_hook(stores, account, receiver.url(), custom_data={"type": "all"})
+        box = await create_box(api, account, "3020", notify_email_addresses=["a@example.org"],
+                               delete_after_notify=True)
+        created = await create_message_with_audio(api, account, box, AUDIO)
+        [deleted] = await receiver.wait_for(1, event_name="voicemail_deleted")
+        assert deleted.fields["reason"] == "delete_after_notify"
+        assert deleted.fields["voicemail_id"] == created["media_id"]
+        [mail] = recorder.received
+        assert mail.rcpt_tos == ["a@example.org"]
+        await receiver.quiet()
+        names = [r.fields["event_name"] for r in receiver.on("/hook")]
+        assert names == ["voicemail_new", "voicemail_deleted"]
+        assert len(recorder.received) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piston_vm.api import auth, events, messages, vmboxes
+from piston_vm.api import auth, events, messages, notifications, vmboxes
 from piston_vm.web.openapi import openapi_document
 from piston_vm.web.routing import BodyKind, Endpoint
 
@@ -49,5 +49,9 @@ ENDPOINTS: list[Endpoint] = [
         f"{ACCOUNT}/vmboxes/{{box_id}}/messages/{{message_id}}/raw",
         {"GET": messages.get_audio, "PUT": messages.put_audio},
         body=BodyKind.UPLOAD,
+    ),
+    Endpoint(
+        f"{ACCOUNT}/vmboxes/{{box_id}}/messages/{{message_id}}/notifications",
+        {"GET": notifications.list_message_notifications},
     ),
 ]

@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from piston_vm.app import running_engine
+from piston_vm.app import message_service, running_engine
 from piston_vm.cli.serve import _run
 from piston_vm.cli.settings import command_settings
 from piston_vm.core.config import Settings
@@ -51,7 +51,9 @@ async def _events(settings: Settings) -> None:
     await couch.start()
     try:
         stores = Stores.build(settings, couch)
-        async with running_engine(stores, settings) as engine:
+        await stores.accounts.ensure_accounts_db()
+        messages = message_service(stores, settings)
+        async with running_engine(stores, settings, messages) as engine:
             log.info("event engine %s running; SIGTERM stops it", engine.worker_id)
             await stop.wait()
             log.info("stopping the event engine")

@@ -11,6 +11,7 @@ from typing import Any
 from piston_vm.cli.settings import command_settings
 from piston_vm.core import errors
 from piston_vm.core.config import Settings
+from piston_vm.core.mail import mail_address
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.names import is_account_id
 from piston_vm.storage.stores import Stores
@@ -37,6 +38,7 @@ def add_users_parser(subparsers: Any) -> None:
     create.add_argument("--last-name")
     create.add_argument("--timezone")
     create.add_argument("--language")
+    create.add_argument("--email", help="where the user's voicemail is emailed (docs/email.md)")
     create.add_argument("--couchdb-url")
 
 
@@ -48,6 +50,8 @@ async def create_user(settings: Settings, args: argparse.Namespace) -> str:
         raise UserCreationFailed(f"not an account id: {args.account!r}")
     if not args.username or not args.password:
         raise UserCreationFailed("--username and --password must not be empty")
+    if args.email is not None and mail_address(args.email) is None:
+        raise UserCreationFailed(f"--email: not a plain email address: {args.email!r}")
     couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w)
     await couch.start()
     try:
@@ -60,6 +64,7 @@ async def create_user(settings: Settings, args: argparse.Namespace) -> str:
         doc = await UserStore(couch).create(
             account.id, args.username, args.password, first_name=args.first_name,
             last_name=args.last_name, timezone=args.timezone, language=args.language,
+            email=args.email,
         )
     finally:
         await couch.close()

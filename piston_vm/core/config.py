@@ -21,6 +21,7 @@ DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
 ENV_PREFIX = "PISTON_VM_"
 
 LOG_FORMATS = ("text", "json")
+SMTP_SECURITY = ("none", "starttls", "tls")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -111,6 +112,24 @@ class Settings:
     # hook within this many seconds disable it.
     webhook_failure_count: int = 6
     webhook_failure_expiry_s: float = 60.0
+    # Voicemail to email (docs/email.md). No smtp_host: no email is attempted.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    # "none", "starttls" or "tls"; None: none on port 25, else starttls (see smtp_security).
+    smtp_tls: str | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = field(default_factory=lambda: f"voicemail@{socket.gethostname()}")
+    smtp_timeout_s: float = 30.0
+    # Larger recordings are not attached: the email carries a download link instead.
+    email_attachment_max_bytes: int = 10_000_000
+    # First retry delay after a temporary failure, doubling; at most email_retries retries.
+    email_backoff_s: float = 30.0
+    email_retries: int = 5
+    # Operator's template files, each overriding the bundled one of the same name.
+    email_templates_dir: Path | None = None
+    # Where people reach this service (https://vm.example.com): the download link's base.
+    public_url: str | None = None
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -121,6 +140,12 @@ class Settings:
         # One extra hour, as the original: a message recorded "93 days ago" in another
         # time zone must not flip in and out of the window.
         return self.retention_days * 86_400 + 3_600
+
+    @property
+    def smtp_security(self) -> str:
+        if self.smtp_tls is not None:
+            return self.smtp_tls
+        return "none" if self.smtp_port == 25 else "starttls"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -139,6 +164,9 @@ _INT_FIELDS = {
     "EVENT_SHARDS": "event_shards",
     "MAX_MESSAGE_COUNT": "max_message_count",
     "WEBHOOK_FAILURE_COUNT": "webhook_failure_count",
+    "SMTP_PORT": "smtp_port",
+    "EMAIL_ATTACHMENT_MAX_BYTES": "email_attachment_max_bytes",
+    "EMAIL_RETRIES": "email_retries",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
@@ -152,6 +180,8 @@ _FLOAT_FIELDS = {
     "WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
     "WEBHOOK_BACKOFF_S": "webhook_backoff_s",
     "WEBHOOK_FAILURE_EXPIRY_S": "webhook_failure_expiry_s",
+    "SMTP_TIMEOUT_S": "smtp_timeout_s",
+    "EMAIL_BACKOFF_S": "email_backoff_s",
 }
 _STR_FIELDS = {
     "HOST": "host",
@@ -162,12 +192,18 @@ _STR_FIELDS = {
     "ANONYMOUS_CALLER_ID": "anonymous_caller_id",
     "COMMIT": "commit",
     "EVENTS_DB": "events_db",
+    "SMTP_HOST": "smtp_host",
+    "SMTP_USERNAME": "smtp_username",
+    "SMTP_PASSWORD": "smtp_password",
+    "SMTP_FROM": "smtp_from",
+    "PUBLIC_URL": "public_url",
 }
 _PATH_FIELDS = {
     "DATA_DIR": "data_dir",
     "MODB_DESIGN_DIR": "modb_design_dir",
     "COUCHDB_DIR": "couchdb_dir",
     "SCHEMAS_DIR": "schemas_dir",
+    "EMAIL_TEMPLATES_DIR": "email_templates_dir",
 }
 
 
@@ -256,6 +292,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             raise ValueError(f"{ENV_PREFIX}COUCHDB_W must be all, default or a number of copies, "
                              f"not {raw!r}")
         values["couchdb_w"] = raw
+    if (raw := get("SMTP_TLS")) is not None:
+        if raw.lower() not in SMTP_SECURITY:
+            raise ValueError(f"{ENV_PREFIX}SMTP_TLS must be none, starttls or tls, not {raw!r}")
+        values["smtp_tls"] = raw.lower()
+    for attr in ("email_backoff_s", "email_retries", "email_attachment_max_bytes"):
+        if values.get(attr, 0) < 0:
+            raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
     if (raw := get("COUCHDB_URL")) is not None:
         values["couchdb"] = CouchEndpoint.parse(raw)
     return Settings(**values)

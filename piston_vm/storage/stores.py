@@ -11,6 +11,7 @@ from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import DesignDocs
 from piston_vm.storage.events import EventStore
 from piston_vm.storage.messages import MessageStore
+from piston_vm.storage.notifications import NotificationStore
 from piston_vm.storage.users import UserStore
 from piston_vm.storage.vmboxes import VmboxStore
 from piston_vm.storage.webhooks import WebhookStore
@@ -26,6 +27,8 @@ class Stores:
     users: UserStore
     events: EventStore
     webhooks: WebhookStore
+    # Delivery attempts and email templates (docs/email.md).
+    notifications: NotificationStore
 
     @classmethod
     def build(cls, settings: Settings, couch: CouchClient) -> Stores:
@@ -40,4 +43,5 @@ class Stores:
             users=UserStore(couch),
             events=EventStore(couch, settings.events_db, design.events),
             webhooks=WebhookStore(couch, databases),
+            notifications=NotificationStore(couch, databases),
         )

@@ -114,6 +114,7 @@ class UserStore:
         last_name: str | None = None,
         timezone: str | None = None,
         language: str | None = None,
+        email: str | None = None,
         extra: JsonObject | None = None,
     ) -> JsonObject:
         """Save a user doc as the platform stores it; the password itself is never stored."""
@@ -122,7 +123,7 @@ class UserStore:
         now = gregorian.now()
         doc: JsonObject = {"_id": secrets.token_hex(16), "username": username}
         optional = {"first_name": first_name, "last_name": last_name, "timezone": timezone,
-                    "language": language}
+                    "language": language, "email": email}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc.update({
             "enabled": True,

@@ -13,6 +13,7 @@ from piston_vm.services.events.stream import LiveFeed
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
+from piston_vm.services.notifications import DeliveryStatus
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.storage.stores import Stores
 from piston_vm.web.context import RequestContext
@@ -29,6 +30,8 @@ MOVE_REPAIRS = web.AppKey("move_repairs", RepairSchedule)
 MESSAGES = web.AppKey("messages", MessageService)
 VMBOXES = web.AppKey("vmboxes", VmboxService)
 DOWNLOADS = web.AppKey("downloads", DownloadService)
+# A message's email and webhook delivery attempts (docs/email.md).
+DELIVERY_STATUS = web.AppKey("delivery_status", DeliveryStatus)
 # Prometheus metrics of this app (a no-op Metrics when PISTON_VM_METRICS=off).
 METRICS = web.AppKey("metrics", Metrics)
 # Draining and requests in flight, for /readyz and `piston-vm serve`'s SIGTERM.

@@ -267,6 +267,25 @@ def _own_schemas() -> JsonObject:
                 "transcription": {"type": "object"},
             },
         },
+        "NotificationAttempt": {
+            "type": "object",
+            "description": "One delivery attempt of a message's notification (docs/api.md 9.24)",
+            "required": ["channel", "recipient", "result", "code", "text", "attempt",
+                         "timestamp"],
+            "properties": {
+                "channel": {"type": "string", "enum": ["email", "webhook"]},
+                "recipient": {"type": "string", "nullable": True,
+                              "description": "The email address, or the webhook's id"},
+                "result": {"type": "string", "enum": ["success", "failure", "pending"]},
+                "code": {"type": "integer", "nullable": True,
+                         "description": "SMTP reply or HTTP status; null without an answer"},
+                "text": {"type": "string", "nullable": True,
+                         "description": "The server's answer, or the error"},
+                "attempt": {"type": "integer", "minimum": 1},
+                "timestamp": {"type": "integer", "nullable": True,
+                              "description": "Gregorian seconds"},
+            },
+        },
         "BulkResult": {
             "type": "object",
             "description": "Bulk result; empty lists are omitted (docs/api.md 10)",
@@ -705,6 +724,10 @@ def _operations() -> dict[tuple[str, str], Operation]:
         (_MESSAGE + "/raw", "PUT"): Operation(
             "Upload or replace a message's audio", "9.17",
             _message_success(201, "The message metadata"), _upload_body(None),
+            statuses=(404, 409)),
+        (_MESSAGE + "/notifications", "GET"): Operation(
+            "A message's notification deliveries (email and webhook), newest first", "9.24",
+            {"200": _success("Every attempt", _list_of("NotificationAttempt"))},
             statuses=(404, 409)),
         (HEALTHZ_PATH, "GET"): Operation(
             "Liveness: the process answers", "9.21",

@@ -36,7 +36,10 @@ RETRY_MAX_S = 30.0
 
 
 class Consumer(Protocol):
-    async def handle(self, event: Event) -> None: ...
+    """Webhooks and e-mail: done with the event when `handle` returns (its answer, if any,
+    is the consumer's own business)."""
+
+    async def handle(self, event: Event) -> object: ...
 
 
 class _Watermark:
