@@ -38,22 +38,33 @@ class Leases:
         self.shards = shards
         self.ttl_s = ttl_s
         self.worker_id = worker_id
+        # The lease documents this worker wrote last, at their revisions.
+        self._held: dict[int, JsonObject] = {}
 
     async def claim(self) -> set[int]:
-        """Renew this worker's leases and take those that are free or expired."""
+        """Renew this worker's leases and take those that are free or expired.
+
+        A lease this worker holds is renewed at the revision it last wrote, without reading
+        it first; only a conflict (someone else wrote it) sends it back to reading.
+        """
         owned: set[int] = set()
         now = time.time()
         for shard in range(self.shards):
             doc_id = f"lease:{shard}"
-            doc = await self.stores.events.get(doc_id) or {"_id": doc_id}
-            if doc.get("owner") not in (None, self.worker_id) and doc.get("expires", 0) > now:
-                continue
+            doc = self._held.pop(shard, None)
+            if doc is None:
+                doc = await self.stores.events.get(doc_id) or {"_id": doc_id}
+                if doc.get("owner") not in (None, self.worker_id) \
+                        and doc.get("expires", 0) > now:
+                    continue
             doc.update(owner=self.worker_id, expires=now + self.ttl_s)
             if await self.stores.events.try_save(doc):
                 owned.add(shard)
+                self._held[shard] = doc
         return owned
 
     async def release(self, shards: set[int]) -> None:
+        self._held.clear()
         for shard in shards:
             doc = await self.stores.events.get(f"lease:{shard}")
             if doc is not None and doc.get("owner") == self.worker_id:
