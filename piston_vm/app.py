@@ -87,7 +87,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def running_engine(
-    stores: Stores, settings: Settings, messages: MessageService
+    stores: Stores, settings: Settings, messages: MessageService, metrics: Metrics | None = None
 ) -> AsyncIterator[EventEngine]:
     """The event engine with its consumers (webhooks, e-mail), for as long as the block runs:
     `piston-vm serve` (unless PISTON_VM_EVENTS=off) and `piston-vm events`."""
@@ -95,8 +95,8 @@ async def running_engine(
     notifier = EmailNotifier(stores, settings, messages)
     await client.start()
     await notifier.start()
-    consumers: list[Consumer] = [WebhookDeliverer(stores, settings, client), notifier]
-    engine = EventEngine(stores, settings, consumers)
+    consumers: list[Consumer] = [WebhookDeliverer(stores, settings, client, metrics), notifier]
+    engine = EventEngine(stores, settings, consumers, metrics)
     try:
         await engine.start()
         yield engine
@@ -120,7 +120,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.events:
         yield
         return
-    async with running_engine(app[STORES], settings, app[MESSAGES]) as engine:
+    async with running_engine(app[STORES], settings, app[MESSAGES], app[METRICS]) as engine:
         app[ENGINE] = engine
         yield
 

@@ -41,6 +41,7 @@ AUDIO_OUT = "out"
 # Seconds. Most requests take milliseconds; uploads and ZIPs of large audio take many seconds.
 HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                   30.0, 60.0)
+EVENT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 COUCH_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
 
@@ -67,6 +68,16 @@ class Metrics:
 
     def watch_writes_short_of_quorum(self, read: Callable[[], int]) -> None:
         """Export the CouchDB client's count of 202 answers, read at every scrape."""
+
+    def event_derived(self, name: str) -> None:
+        """The event engine stored an event (docs/events.md)."""
+
+    def event_handled(self, seconds_since_stored: float) -> None:
+        """Every consumer (webhooks, e-mail) is done with an event, this long after the
+        engine stored it."""
+
+    def webhook_attempt(self, result: str) -> None:
+        """One webhook request and its result (`success` or `failure`)."""
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition the scraper's Accept header asks for (Prometheus text or
@@ -183,8 +194,18 @@ class PrometheusMetrics(Metrics):
             "piston_vm_couchdb_request_duration_seconds",
             "CouchDB client operations (attachment reads: until the response head)",
             ("operation",), COUCH_BUCKETS_S)
+        self._events = _Counter(
+            "piston_vm_events_derived", "Events the engine derived and stored, by name",
+            ("name",))
+        self._event_lag = _Histogram(
+            "piston_vm_event_handled_seconds",
+            "From an event's storing to every consumer (webhooks, e-mail) being done with it",
+            (), EVENT_BUCKETS_S)
+        self._webhooks = _Counter(
+            "piston_vm_webhook_attempts", "Webhook requests, by result", ("result",))
         self.series: tuple[_Counter | _Histogram, ...] = (
-            self._requests, self._latency, self._audio, self._couch, self._couch_latency)
+            self._requests, self._latency, self._audio, self._couch, self._couch_latency,
+            self._events, self._event_lag, self._webhooks)
         self._uploads = 0
         self._requests_in_flight: Callable[[], int] = lambda: 0
         self.short_writes: Callable[[], int] = lambda: 0
@@ -220,6 +241,15 @@ class PrometheusMetrics(Metrics):
 
     def watch_writes_short_of_quorum(self, read: Callable[[], int]) -> None:
         self.short_writes = read
+
+    def event_derived(self, name: str) -> None:
+        self._events.inc((name,))
+
+    def event_handled(self, seconds_since_stored: float) -> None:
+        self._event_lag.observe((), seconds_since_stored)
+
+    def webhook_attempt(self, result: str) -> None:
+        self._webhooks.inc((result,))
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         encode, content_type = choose_encoder(accept)

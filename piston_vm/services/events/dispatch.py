@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from piston_vm.core.events import Event
+from piston_vm.core.metrics import Metrics
 from piston_vm.services.events.follower import IDLE_CHECKPOINT_S, LostShard, shard_of
 from piston_vm.storage.couch import DocConflict
 from piston_vm.storage.stores import Stores
@@ -66,8 +67,9 @@ class _Watermark:
 
 class Dispatcher:
     def __init__(self, stores: Stores, shards: int, shard: int,
-                 consumers: Sequence[Consumer]) -> None:
+                 consumers: Sequence[Consumer], metrics: Metrics | None = None) -> None:
         self.stores = stores
+        self.metrics = metrics or Metrics()
         self.shards = shards
         self.shard = shard
         self.consumers = consumers
@@ -118,7 +120,10 @@ class Dispatcher:
                         continue
                     await self._room.acquire()
                     entry = mark.add(seq, 1)
-                    task = asyncio.create_task(self._handle(Event.from_doc(doc), mark, entry))
+                    stored_ms = doc.get("t")
+                    task = asyncio.create_task(self._handle(
+                        Event.from_doc(doc), stored_ms if isinstance(stored_ms, int) else None,
+                        mark, entry))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 if not rows:
@@ -129,10 +134,13 @@ class Dispatcher:
             for task in list(self._tasks):
                 task.cancel()
 
-    async def _handle(self, event: Event, mark: _Watermark, entry: list[Any]) -> None:
+    async def _handle(self, event: Event, stored_ms: int | None, mark: _Watermark,
+                      entry: list[Any]) -> None:
         try:
             await asyncio.gather(*(self._consume(c, event) for c in self.consumers))
             self.handled += 1
+            if stored_ms is not None:
+                self.metrics.event_handled(max(0.0, time.time() - stored_ms / 1000))
             mark.finish(entry)
         finally:
             self._room.release()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from piston_vm.core.config import Settings
+from piston_vm.core.metrics import Metrics
 from piston_vm.services.events.dispatch import Consumer, Dispatcher
 from piston_vm.services.events.follower import Follower, LostShard, baseline_time
 from piston_vm.storage.stores import Stores
@@ -88,8 +89,10 @@ class _Shard:
 class EventEngine:
     """`start()` and `stop()` around a process's life (`piston-vm events`, or `serve`)."""
 
-    def __init__(self, stores: Stores, settings: Settings, consumers: Sequence[Consumer]) -> None:
+    def __init__(self, stores: Stores, settings: Settings, consumers: Sequence[Consumer],
+                 metrics: Metrics | None = None) -> None:
         self.stores = stores
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.consumers = list(consumers)
         self.worker_id = f"{settings.node_name}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -177,9 +180,9 @@ class EventEngine:
                          self.settings.events_keep_h)
 
     def _start_shard(self, number: int) -> _Shard:
-        follower = Follower(self.stores, self.settings, number, self._baseline)
+        follower = Follower(self.stores, self.settings, number, self._baseline, self.metrics)
         dispatcher = Dispatcher(self.stores, self.settings.event_shards, number,
-                                self.consumers)
+                                self.consumers, self.metrics)
         shard = _Shard(follower, dispatcher)
         shard.task = asyncio.create_task(shard.run(), name=f"event-shard-{number}")
         return shard

@@ -17,6 +17,7 @@ from typing import Any
 from piston_vm.core import gregorian
 from piston_vm.core.config import Settings
 from piston_vm.core.events import Event
+from piston_vm.core.metrics import Metrics
 from piston_vm.services.events.derive import Origin, full_event, message_change, vmbox_change
 from piston_vm.storage.couch import DbNotFound, DocConflict
 from piston_vm.storage.names import DbName
@@ -73,8 +74,10 @@ class Follower:
     """One shard's reader of CouchDB's changes; the events it derives go to the engine's
     database (their delivery is the dispatcher's work)."""
 
-    def __init__(self, stores: Stores, settings: Settings, shard: int, baseline: int) -> None:
+    def __init__(self, stores: Stores, settings: Settings, shard: int, baseline: int,
+                 metrics: Metrics | None = None) -> None:
         self.stores = stores
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.shard = shard
         self.baseline = baseline
@@ -179,6 +182,8 @@ class Follower:
                 for e in events]
         await self.stores.events.add_events(docs)
         self.derived += len(events)
+        for event in events:
+            self.metrics.event_derived(event.name)
 
     async def _full_events(self, origin: Origin, causes: dict[str, str]) -> list[Event]:
         """`voicemail_full` for boxes whose new + saved messages reached their limit; once,

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from piston_vm.core import gregorian
 from piston_vm.core.config import Settings
 from piston_vm.core.events import NOTIFICATION, OBJECT, Event
+from piston_vm.core.metrics import Metrics
 from piston_vm.outbound.webhooks import Answer, WebhookClient
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import message_month
@@ -87,8 +88,10 @@ class WebhookDeliverer:
     """The engine's consumer for webhooks: `handle(event)` returns once every hook the event
     goes to has its answer or has used up its retries."""
 
-    def __init__(self, stores: Stores, settings: Settings, client: WebhookClient) -> None:
+    def __init__(self, stores: Stores, settings: Settings, client: WebhookClient,
+                 metrics: Metrics | None = None) -> None:
         self.stores = stores
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.client = client
         self._hooks: dict[str, tuple[float, list[JsonObject]]] = {}
@@ -151,6 +154,7 @@ class WebhookDeliverer:
             answer = await self.client.send(method, str(hook.get("uri", "")), params=query,
                                             body=body or None, headers=signed)
             ok = answer.status is not None and 200 <= answer.status < 300
+            self.metrics.webhook_attempt("success" if ok else "failure")
             await self._log_attempt(owner, modb, hook, event, answer, ok, attempt,
                                     retries + 1 - attempt)
             if ok:
