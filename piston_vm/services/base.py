@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 from piston_vm.core import errors
 from piston_vm.core.config import Settings
+from piston_vm.core.listing import Cursor, fill_page
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.moves import Mover, RepairSchedule
 from piston_vm.storage.accounts import Account
-from piston_vm.storage.names import is_box_id
+from piston_vm.storage.names import DbName, is_box_id, yyyymm
 from piston_vm.storage.stores import Stores
 
 JsonObject = dict[str, Any]
+T = TypeVar("T")
+
+# Read-modify-write saves: a fresh read and another try after a 409 (docs/storage.md 10).
+SAVE_ATTEMPTS = 3
+# Rows of one MODB from a cursor (None: the list's first row), at most `limit` (0: all).
+ModbFetch = Callable[[DbName, Cursor | None, int], Awaitable[list[JsonObject]]]
+
+
+async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` (which reads afresh) again after a 409, up to SAVE_ATTEMPTS in all."""
+    for number in range(SAVE_ATTEMPTS):
+        try:
+            return await attempt()
+        except errors.ApiError as error:
+            if error.status != HTTPStatus.CONFLICT or number + 1 == SAVE_ATTEMPTS:
+                raise
+    raise errors.datastore_conflict()
+
+
+def modb_cursor(modb: DbName, row: JsonObject) -> Cursor:
+    """The cursor of a list that spans MODBs: the row's key and id, and its month."""
+    return Cursor(row["key"], str(row["id"]), yyyymm(*modb.month) if modb.month else None)
 
 
 class Service:
@@ -45,3 +70,45 @@ class Service:
         if box is None:
             raise errors.bad_identifier(box_id)
         return box
+
+    async def scan_modbs(
+        self,
+        modbs: list[DbName],
+        fetch: ModbFetch,
+        cursor: Cursor | None,
+        wanted: int | None,
+        accept: Callable[[JsonObject], bool] | None,
+        desc: bool,
+    ) -> list[tuple[DbName, JsonObject]]:
+        """Up to `wanted` accepted rows (all when None) of `modbs`, in the order given, each
+        month's rows in view order (docs/api.md 8.1, 8.4).
+
+        A cursor names its month: months before it were on earlier pages, and only its own
+        month's rows start at it. MODBs that do not exist are skipped (reads never create one),
+        and only the months the page reaches are looked up.
+        """
+        if cursor is not None and cursor.month is not None:
+            modbs = [m for m in modbs if _month_at_or_after(m, cursor.month, desc)]
+        collected: list[tuple[DbName, JsonObject]] = []
+        for modb in modbs:
+            if not await self.stores.databases.ensure_modb(modb, create=False):
+                continue
+            month = yyyymm(*modb.month) if modb.month else None
+            start = cursor if cursor is not None and cursor.month == month else None
+
+            async def fetch_rows(at: Cursor | None, limit: int,
+                                 modb: DbName = modb) -> list[JsonObject]:
+                return await fetch(modb, at, limit)
+
+            need = None if wanted is None else wanted - len(collected)
+            rows = await fill_page(fetch_rows, start, need, accept, desc)
+            collected += [(modb, row) for row in rows]
+            if wanted is not None and len(collected) >= wanted:
+                break
+        return collected
+
+
+def _month_at_or_after(modb: DbName, month: str, desc: bool) -> bool:
+    """Whether `modb` comes at or after the cursor's month in the listing's order."""
+    own = yyyymm(*modb.month) if modb.month else ""
+    return own <= month if desc else own >= month
