@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from piston_vm.core import errors
+from piston_vm.core import errors, gregorian
+from piston_vm.core.call import Call
 from piston_vm.core.config import Settings
 from piston_vm.core.listing import Cursor, fill_page
 from piston_vm.core.validation import SchemaValidator
@@ -23,6 +25,22 @@ T = TypeVar("T")
 SAVE_ATTEMPTS = 3
 # Rows of one MODB from a cursor (None: the list's first row), at most `limit` (0: all).
 ModbFetch = Callable[[DbName, Cursor | None, int], Awaitable[list[JsonObject]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The inclusive `created_from`…`created_to` bounds of a list (docs/api.md 8.4)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    rows: list[JsonObject]
+    next_cursor: Cursor | None
+    start_key: str | None
+    paginated: bool
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
@@ -70,6 +88,36 @@ class Service:
         if box is None:
             raise errors.bad_identifier(box_id)
         return box
+
+    async def window(self, call: Call, account: Account) -> Window:
+        """The `created_from`…`created_to` window of docs/api.md 8.4."""
+        def positive(name: str) -> int | None:
+            raw = call.value(name)
+            try:
+                value = int(raw) if raw is not None and not isinstance(raw, bool) else None
+            except (TypeError, ValueError):
+                return None
+            # Past the year 9999 no calendar month (and so no MODB) exists: say so, rather
+            # than hand CouchDB a key it cannot compare (docs/api.md 8.4).
+            if value is not None and value > gregorian.LATEST_GREGORIAN_S:
+                raise errors.validation_error(name, "maximum", {
+                    "message": f"Value must be at most {gregorian.LATEST_GREGORIAN_S}",
+                    "target": gregorian.LATEST_GREGORIAN_S, "value": value})
+            return value if value is not None and value > 0 else None
+
+        end = positive("created_to") or gregorian.now()
+        given_start = positive("created_from")
+        retention_s = await self.stores.accounts.retention_s(account, self.settings)
+        start = given_start if given_start is not None else end - retention_s
+        widest = self.settings.max_created_window_s if given_start is not None else retention_s
+        if end - start < 0:
+            raise errors.validation_error("created_from", "date_range", {
+                "message": f"created_to {end} is prior to created_from {start}", "cause": start})
+        if end - start > widest:
+            raise errors.validation_error("created_from", "date_range", {
+                "message": f"created_to {end} is more than {widest} seconds from "
+                           f"created_from {start}", "cause": end})
+        return Window(start, end)
 
     async def scan_modbs(
         self,

@@ -26,7 +26,7 @@ from piston_vm.core.documents import (
 from piston_vm.core.listing import Cursor, build_filters, descending, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioInput
-from piston_vm.services.base import Service, modb_cursor
+from piston_vm.services.base import ListPage, Service, modb_cursor
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
@@ -59,20 +59,6 @@ class BulkResult:
         if self.failed:
             data["failed"] = [{doc_id: reason} for doc_id, reason in self.failed]
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListPage:
-    rows: list[JsonObject]
-    next_cursor: Cursor | None
-    start_key: str | None
-    paginated: bool
 
 
 def folder_value(value: Any) -> str:
@@ -373,36 +359,6 @@ class MessageService(Service):
         return {box_id: await self.load_box(account, box_id) for box_id in ids}
 
     # -- lists -----------------------------------------------------------------------------
-
-    async def window(self, call: Call, account: Account) -> Window:
-        """The `created_from`…`created_to` window of docs/api.md 8.4."""
-        def positive(name: str) -> int | None:
-            raw = call.value(name)
-            try:
-                value = int(raw) if raw is not None and not isinstance(raw, bool) else None
-            except (TypeError, ValueError):
-                return None
-            # Past the year 9999 no calendar month (and so no MODB) exists: say so, rather
-            # than hand CouchDB a key it cannot compare (docs/api.md 8.4).
-            if value is not None and value > gregorian.LATEST_GREGORIAN_S:
-                raise errors.validation_error(name, "maximum", {
-                    "message": f"Value must be at most {gregorian.LATEST_GREGORIAN_S}",
-                    "target": gregorian.LATEST_GREGORIAN_S, "value": value})
-            return value if value is not None and value > 0 else None
-
-        end = positive("created_to") or gregorian.now()
-        given_start = positive("created_from")
-        retention_s = await self.stores.accounts.retention_s(account, self.settings)
-        start = given_start if given_start is not None else end - retention_s
-        widest = self.settings.max_created_window_s if given_start is not None else retention_s
-        if end - start < 0:
-            raise errors.validation_error("created_from", "date_range", {
-                "message": f"created_to {end} is prior to created_from {start}", "cause": start})
-        if end - start > widest:
-            raise errors.validation_error("created_from", "date_range", {
-                "message": f"created_to {end} is more than {widest} seconds from "
-                           f"created_from {start}", "cause": end})
-        return Window(start, end)
 
     async def listing(
         self, call: Call, account: Account, box_id: str | None

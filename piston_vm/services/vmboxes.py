@@ -13,10 +13,10 @@ from piston_vm.core import errors, gregorian
 from piston_vm.core.call import Call
 from piston_vm.core.documents import (
     alphanum_name,
+    client_fields,
     deep_merge,
     is_private,
-    stamp_auth,
-    without_private,
+    stamp_save,
 )
 from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.core.validation import merge_errors
@@ -64,12 +64,7 @@ def has_legacy_messages(doc: JsonObject) -> bool:
 
 
 def _client_data(data: Any) -> JsonObject:
-    if not isinstance(data, dict):
-        raise errors.ValidationFailed(
-            {"data": {"type": {"message": "Value did not match type(s): object",
-                               "target": "object", "value": data}}}
-        )
-    return {k: v for k, v in without_private(data).items() if k not in _NOT_FROM_CLIENT}
+    return client_fields(data, _NOT_FROM_CLIENT)
 
 
 def mailbox_number(value: Any) -> int | None:
@@ -116,15 +111,7 @@ class VmboxService(Service):
         return cleaned
 
     def _stamp(self, doc: JsonObject, account: Account, call: Call) -> None:
-        now = gregorian.now()
-        doc["pvt_type"] = doc.get("pvt_type", "vmbox")
-        doc.setdefault("pvt_vsn", "1")
-        doc.setdefault("pvt_account_id", account.id)
-        doc.setdefault("pvt_account_db", account.db.encoded)
-        if "_rev" not in doc:
-            doc["pvt_created"] = now
-        doc["pvt_modified"] = now
-        stamp_auth(doc, call)
+        stamp_save(doc, "vmbox", account.id, account.db.encoded, call, gregorian.now())
         if isinstance(doc.get("name"), str):
             doc["pvt_alphanum_name"] = alphanum_name(doc["name"])
 
