@@ -12,6 +12,7 @@ from piston_vm.storage.design import DesignDocs
 from piston_vm.storage.messages import MessageStore
 from piston_vm.storage.users import UserStore
 from piston_vm.storage.vmboxes import VmboxStore
+from piston_vm.storage.webhooks import WebhookStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class Stores:
     vmboxes: VmboxStore
     messages: MessageStore
     users: UserStore
+    webhooks: WebhookStore
 
     @classmethod
     def build(cls, settings: Settings, couch: CouchClient) -> Stores:
@@ -34,4 +36,5 @@ class Stores:
             vmboxes=VmboxStore(couch, databases),
             messages=MessageStore(couch, databases),
             users=UserStore(couch),
+            webhooks=WebhookStore(couch, databases),
         )
