@@ -18,6 +18,7 @@ from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.vmboxes import VmboxService
+from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
@@ -32,6 +33,7 @@ from piston_vm.web.keys import (
     STORES,
     VALIDATOR,
     VMBOXES,
+    WEBHOOKS,
 )
 from piston_vm.web.lifecycle import Lifecycle
 from piston_vm.web.metrics import METRICS_PATH, metrics_only_app, metrics_page
@@ -66,6 +68,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         app[MESSAGES] = MessageService(*parts)
         app[VMBOXES] = VmboxService(*parts)
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
+        app[WEBHOOKS] = WebhookService(*parts)
         yield
     finally:
         await couch.close()

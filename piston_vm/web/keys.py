@@ -12,6 +12,7 @@ from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.vmboxes import VmboxService
+from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.stores import Stores
 from piston_vm.web.context import RequestContext
 from piston_vm.web.lifecycle import Lifecycle
@@ -27,6 +28,7 @@ MOVE_REPAIRS = web.AppKey("move_repairs", RepairSchedule)
 MESSAGES = web.AppKey("messages", MessageService)
 VMBOXES = web.AppKey("vmboxes", VmboxService)
 DOWNLOADS = web.AppKey("downloads", DownloadService)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
 # Prometheus metrics of this app (a no-op Metrics when PISTON_VM_METRICS=off).
 METRICS = web.AppKey("metrics", Metrics)
 # Draining and requests in flight, for /readyz and `piston-vm serve`'s SIGTERM.
