@@ -60,6 +60,20 @@ def decoded_secret(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
 
 
+def read_stale_first(monkeypatch: pytest.MonkeyPatch, stale: JsonObject | None) -> list[str]:
+    """The next hook read answers `stale` (a revision another writer has replaced since), later
+    ones the stored hook; the ids read are recorded in the list returned."""
+    reads: list[str] = []
+    real_get = WebhookStore.get
+
+    async def first_read_stale(self: WebhookStore, account: Any, hook_id: str) -> Any:
+        reads.append(hook_id)
+        return dict(stale or {}) if len(reads) == 1 else await real_get(self, account, hook_id)
+
+    monkeypatch.setattr(WebhookStore, "get", first_read_stale)
+    return reads
+
+
 # -- the available hooks -----------------------------------------------------------------------
 
 
@@ -496,14 +510,7 @@ async def test_disable_retries_after_a_conflict(
     resp, body = await api.call("PATCH", hook_path(account, created["id"]), account.token,
                                 {"name": "Saved meanwhile"})
     assert_success(resp, body)
-    reads: list[str] = []
-    real_get = WebhookStore.get
-
-    async def first_read_stale(self: WebhookStore, account_: Any, hook_id: str) -> Any:
-        reads.append(hook_id)
-        return dict(stale or {}) if len(reads) == 1 else await real_get(self, account_, hook_id)
-
-    monkeypatch.setattr(WebhookStore, "get", first_read_stale)
+    reads = read_stale_first(monkeypatch, stale)
     await store.disable(account.account, created["id"], "too many failed attempts")
     assert len(reads) == 2
     doc = await stored_hook(stores, account, created["id"])
@@ -770,14 +777,7 @@ async def test_a_patch_that_meets_a_conflict_reads_again(
     doc = await stored_hook(stores, account, created["id"])
     doc["name"] = "Changed by another writer"
     await stores.couch.put_doc(account.db, doc)
-    reads: list[str] = []
-    real_get = WebhookStore.get
-
-    async def first_read_stale(self: WebhookStore, account_: Any, hook_id: str) -> Any:
-        reads.append(hook_id)
-        return dict(stale or {}) if len(reads) == 1 else await real_get(self, account_, hook_id)
-
-    monkeypatch.setattr(WebhookStore, "get", first_read_stale)
+    reads = read_stale_first(monkeypatch, stale)
     resp, body = await api.call("PATCH", hook_path(account, created["id"]), account.token,
                                 {"retries": 3})
     data = assert_success(resp, body)

@@ -14,6 +14,7 @@ from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import CouchClient, DbNotFound, DocConflict
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName
+from piston_vm.storage.views import page_params
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,7 @@ class WebhookStore:
     ) -> list[JsonObject]:
         """Rows of the listing view in id order, starting at `cursor` (limit 0 = no limit)."""
         await self.databases.ensure_account_db(account.db)
-        params: dict[str, Any] = {"descending": descending, "include_docs": include_docs}
-        if cursor is not None:
-            params["startkey"] = cursor.key
-            if cursor.doc_id is not None:
-                params["startkey_docid"] = cursor.doc_id
-        if limit:
-            params["limit"] = limit
+        params = page_params(cursor, limit, descending, include_docs)
         result = await self.couch.view(account.db.unencoded, DESIGN, LISTING_VIEW, params)
         return [dict(row) for row in result.get("rows", [])]
 
@@ -150,15 +145,9 @@ class WebhookStore:
         }
         doc.setdefault("pvt_account_id", account.id)
         doc.setdefault("pvt_created", now)
-        await self.databases.ensure_modb(modb, create=True)
         try:
-            try:
-                await self.couch.put_doc(modb.unencoded, doc)
-            except DbNotFound:
-                # The MODB vanished since we cached it as ready: create it again, once.
-                self.databases.forget(modb)
-                await self.databases.ensure_modb(modb, create=True)
-                await self.couch.put_doc(modb.unencoded, doc)
+            await self.databases.write_to_modb(
+                modb, lambda: self.couch.put_doc(modb.unencoded, doc))
         except DocConflict:
             log.debug("attempt %s is already in %s", doc["_id"], modb.unencoded)
 
@@ -177,16 +166,7 @@ class WebhookStore:
         low: Any = start if hook_id is None else [hook_id, start]
         high: Any = end if hook_id is None else [hook_id, end]
         first, last = (high, low) if descending else (low, high)
-        params: dict[str, Any] = {
-            "startkey": cursor.key if cursor is not None else first,
-            "endkey": last,
-            "descending": descending,
-            "include_docs": True,
-        }
-        if cursor is not None and cursor.doc_id is not None:
-            params["startkey_docid"] = cursor.doc_id
-        if limit:
-            params["limit"] = limit
+        params = page_params(cursor, limit, descending, True, first, last)
         view = ATTEMPTS_BY_TIME if hook_id is None else ATTEMPTS_BY_HOOK
         try:
             result = await self.couch.view(modb.unencoded, DESIGN, view, params)
