@@ -14,6 +14,7 @@ from piston_vm.core import gregorian
 from piston_vm.core.config import DEFAULT_SCHEMAS_DIR
 from piston_vm.core.listing import Cursor
 from piston_vm.core.webhook_catalog import HOOK_IDS, available_hooks
+from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import DbName
 from piston_vm.storage.stores import Stores
 from piston_vm.storage.webhooks import WebhookStore
@@ -783,3 +784,11 @@ async def test_a_patch_that_meets_a_conflict_reads_again(
     data = assert_success(resp, body)
     assert len(reads) == 2
     assert (data["name"], data["retries"]) == ("Changed by another writer", 3)
+
+
+async def test_hooks_of_an_account_whose_database_is_gone_are_none(stores: Stores) -> None:
+    """The delivery side may ask for an account removed since its event."""
+    gone = Account(secrets.token_hex(16), {})
+    assert not await stores.couch.db_exists(gone.db.unencoded)
+    assert await stores.webhooks.hooks(gone) == []
+    assert await stores.webhooks.get(gone, "0" * 32) is None

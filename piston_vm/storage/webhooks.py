@@ -70,10 +70,15 @@ class WebhookStore:
         descending: bool,
         include_docs: bool,
     ) -> list[JsonObject]:
-        """Rows of the listing view in id order, starting at `cursor` (limit 0 = no limit)."""
-        await self.databases.ensure_account_db(account.db)
+        """Rows of the listing view in id order, starting at `cursor` (limit 0 = no limit). An
+        account whose database is gone (a worker may ask after it was removed) has none."""
         params = page_params(cursor, limit, descending, include_docs)
-        result = await self.couch.view(account.db.unencoded, DESIGN, LISTING_VIEW, params)
+        try:
+            await self.databases.ensure_account_db(account.db)
+            result = await self.couch.view(account.db.unencoded, DESIGN, LISTING_VIEW, params)
+        except DbNotFound:
+            self.databases.forget(account.db)
+            return []
         return [dict(row) for row in result.get("rows", [])]
 
     async def save(self, account: Account, doc: JsonObject) -> str:
