@@ -100,7 +100,7 @@ class WebhookService(Service):
 
     def _validate(self, public: JsonObject) -> JsonObject:
         """The schema (defaults applied) and the uri rule together; the modifiers only once
-        those pass, as the platform checks them (docs/webhooks.md, "Validation")."""
+        those pass, as the platform checks them (docs/webhooks.md, "Creating a hook")."""
         cleaned, schema_errors = self.validator.validate(SCHEMA, public)
         found = merge_errors(schema_errors, _uri_errors(cleaned.get("uri")))
         if not found:
@@ -144,18 +144,17 @@ class WebhookService(Service):
         """Merge into the hook; `rotate_signing_secret: true` also replaces its secret."""
         data = call.data
         raw = data.get(ROTATE) if isinstance(data, dict) else None
-        if raw is not None and not _is_boolean(raw):
-            raise errors.validation_error(ROTATE, "type", {
-                "message": "Value did not match type(s): boolean", "target": "boolean",
-                "value": raw})
-        rotate = _is_true(raw)
 
         async def attempt() -> SavedHook:
             stored = await self._live(account, hook_id)
+            if raw is not None and not _is_boolean(raw):
+                raise errors.validation_error(ROTATE, "type", {
+                    "message": "Value did not match type(s): boolean", "target": "boolean",
+                    "value": raw})
             merged = deep_merge(client_fields(stored, _NOT_FROM_CLIENT),
                                 client_fields(data, _NOT_FROM_CLIENT))
             public = self._validate(merged)
-            secret = new_signing_secret() if rotate else None
+            secret = new_signing_secret() if _is_true(raw) else None
             return await self._save_public(call, account, stored, public, secret)
 
         return await retry_on_conflict(attempt)
