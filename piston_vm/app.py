@@ -26,6 +26,7 @@ from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.notifications import DeliveryStatus
 from piston_vm.services.vmboxes import VmboxService
+from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
@@ -43,6 +44,7 @@ from piston_vm.web.keys import (
     STORES,
     VALIDATOR,
     VMBOXES,
+    WEBHOOKS,
 )
 from piston_vm.web.lifecycle import Lifecycle
 from piston_vm.web.metrics import METRICS_PATH, metrics_only_app, metrics_page
@@ -79,6 +81,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
         app[LIVE_FEED] = LiveFeed(stores)
         app[DELIVERY_STATUS] = DeliveryStatus(app[MESSAGES])
+        app[WEBHOOKS] = WebhookService(*parts)
         yield
         await app[LIVE_FEED].close()
     finally:

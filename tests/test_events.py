@@ -300,7 +300,10 @@ async def test_a_hook_failing_too_often_is_disabled_as_the_platform_does(
     stored = await stores.couch.get_doc(account.db, hook["_id"])
     assert stored is not None
     assert stored["enabled"] is False
-    assert stored["disable_reason"]
+    assert stored["pvt_disabled_message"] == "too many failed attempts"  # the platform's field
+    resp, body = await api.call("GET", f"/v2/accounts/{account.id}/webhooks/{hook['_id']}",
+                                account.token)
+    assert assert_success(resp, body)["disable_reason"] == "too many failed attempts"
     await create_message_with_audio(api, account, box, AUDIO)
     await receiver.quiet(2.5)  # past the hooks cache
     assert len(receiver.on("/hook")) == 3

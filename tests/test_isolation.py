@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import ClientResponse, web
 
 from piston_vm.api.routes import ENDPOINTS as ENDPOINT_ROWS
-from piston_vm.core import tokens
+from piston_vm.core import gregorian, tokens
 from piston_vm.storage.stores import Stores
 from piston_vm.web.routing import ENDPOINTS as ENDPOINT_TABLE
 from tests.conftest import MakeAccount, Tenant
@@ -59,6 +59,9 @@ class Holdings:
     box_id: str
     message_ids: list[str]
     audio: dict[str, bytes]  # message id -> bytes
+    hook_id: str = ""
+    secret: str = ""
+    attempt_event_id: str = ""
 
     def markers(self) -> dict[bytes, str]:
         """Every byte string that identifies this tenant's data, with a label for messages."""
@@ -73,6 +76,9 @@ class Holdings:
         for audio in self.audio.values():
             found[audio] = "audio bytes"
             found[base64.b64encode(audio)] = "audio bytes (base64)"
+        found[self.hook_id.encode()] = "webhook id"
+        found[self.secret.encode()] = "webhook signing secret"
+        found[self.attempt_event_id.encode()] = "webhook attempt"
         return found
 
 
@@ -120,12 +126,30 @@ async def build_world(api: Api, make_account: MakeAccount, stores: Stores) -> Wo
                                                    caller_id_number=f"{n}00{n}")
             audio[data["media_id"]] = payload
         name = str(tenant.account.name)
-        held[role] = Holdings(tenant, name, box_id, list(audio), audio)
+        hook = await create_hook(api, tenant, f"Hook of {role} {tag}")
+        event_id = f"isoevent{role}{secrets.token_hex(12)}"
+        created = gregorian.now() - 60
+        await stores.webhooks.add_attempt(
+            tenant.account, tenant.account.db.modb(*gregorian.utc_month(created)),
+            {"hook_id": hook["id"], "result": "success", "event_id": event_id,
+             "pvt_created": created})
+        held[role] = Holdings(tenant, name, box_id, list(audio), audio, hook["id"],
+                              hook["signing_secret"], event_id)
     token: dict[str, str | None] = {role: tenants[role].token for role in tenants}
     token["none"] = None
     # Well formed, names the target, but signed with another secret.
     token["bad"] = tokens.issue("not-the-test-secret", owner.id, "cb_api_auth", 3600)
     return World(api, stores, held, token)
+
+
+async def create_hook(api: Api, tenant: Tenant, name: str) -> JsonObject:
+    resp = await api.client.put(
+        f"/v2/accounts/{tenant.id}/webhooks", headers={"X-Auth-Token": tenant.token},
+        json={"data": {"name": name, "uri": "https://receiver.example.com/", "hook": "object",
+                       "custom_data": {"type": "all", "action": "all"}}})
+    assert resp.status == 201, await resp.text()
+    data: JsonObject = data_of(await resp.read())
+    return data
 
 
 # -- the route table, read from the router ---------------------------------------------------
@@ -243,7 +267,8 @@ async def authorized_call(world: World, route: Route, method: str, role: str) ->
     """What an identity allowed on the target does, and what it must get (normal success)."""
     t = world.target
     m1, m2 = t.message_ids
-    values = {"account_id": t.tenant.id, "box_id": t.box_id, "message_id": m1}
+    values = {"account_id": t.tenant.id, "box_id": t.box_id, "message_id": m1,
+              "webhook_id": t.hook_id}
     path = fill(route.canonical, values)
     key = (route.suffix, "GET" if method == "HEAD" else method)
 
@@ -300,6 +325,32 @@ async def authorized_call(world: World, route: Route, method: str, role: str) ->
         return Call(path, frozenset({200}), check=same_audio)
     if key == ("/vmboxes/{box_id}/messages/{message_id}/raw", "PUT"):
         return Call(path, frozenset({201}), t.audio[m1], {"Content-Type": "audio/mpeg"})
+    if key == ("/webhooks", "GET"):
+        return Call(path, frozenset({200}), check=contains(t.hook_id.encode()))
+    if key == ("/webhooks", "PUT"):
+        return json_call(path, {"name": "refused", "uri": "https://x.example/", "hook": "bogus"},
+                         400)
+    if key == ("/webhooks", "PATCH"):
+        return json_call(path, {"re-enable": True}, 200, check=contains(b"hooks updated"))
+    if key in (("/webhooks/attempts", "GET"), ("/webhooks/{webhook_id}/attempts", "GET")):
+        return Call(path, frozenset({200}), check=contains(t.attempt_event_id.encode()))
+    if key == ("/webhooks/{webhook_id}", "GET"):
+        def secret_to_its_account(raw: bytes) -> None:
+            if method != "HEAD":
+                assert t.hook_id.encode() in raw, f"GET {path}: the hook is missing"
+                shown = t.secret.encode() in raw
+                assert shown == (role == "owner"), f"GET {path} as {role}: secret shown {shown}"
+        return Call(path, frozenset({200}), check=secret_to_its_account)
+    if key == ("/webhooks/{webhook_id}", "POST"):
+        resp = await world.api.client.get(path, headers={"X-Auth-Token": t.tenant.token})
+        return json_call(path, data_of(await resp.read()), 200)
+    if key == ("/webhooks/{webhook_id}", "PATCH"):
+        return json_call(path, {"ui_metadata": {"iso_probe": role}}, 200)
+    if key == ("/webhooks/{webhook_id}", "DELETE"):
+        hook = await create_hook(world.api, t.tenant, f"Sacrificial {len(world.log)}")
+        world.log.append(hook["id"])
+        return json_call(fill(route.canonical, {**values, "webhook_id": hook["id"]}), {}, 200,
+                         check=contains(b'"deleted":true'))
     # A route this file has no probe for: reads must succeed, writes must pass the gate.
     if method in SAFE_METHODS:
         return Call(path, frozenset(range(200, 300)))
@@ -334,6 +385,12 @@ async def verify_untouched(world: World) -> None:
             stored = [b for _, b in (await stored_attachments(
                 world.stores, tenant, message_id)).values()]
             assert stored == [audio], f"{role}'s {message_id} audio changed"
+    for role, holdings in world.held.items():
+        hook = await world.stores.webhooks.get(holdings.tenant.account, holdings.hook_id)
+        assert hook is not None, f"{role}'s webhook was deleted"
+        assert hook["pvt_signing_secret"] == holdings.secret, f"{role}'s secret changed"
+        if role != "owner":
+            assert "ui_metadata" not in hook, f"{role}'s webhook was changed"
     path = f"/v2/accounts/{world.target.tenant.id}/vmboxes/{world.target.box_id}/messages"
     resp = await world.api.client.get(path, headers={"X-Auth-Token": world.target.tenant.token},
                                       params={"paginate": "false"})
@@ -370,7 +427,8 @@ async def test_every_route_with_every_identity(
                     unauthenticated = role in UNAUTHENTICATED
                     values = {"account_id": world.target.tenant.id,
                               "box_id": world.target.box_id,
-                              "message_id": world.target.message_ids[0]}
+                              "message_id": world.target.message_ids[0],
+                              "webhook_id": world.target.hook_id}
                     call = Call(fill(route.canonical, values),
                                 frozenset({401 if unauthenticated else 403}))
                     if method not in SAFE_METHODS:
@@ -429,6 +487,16 @@ async def test_own_token_cannot_reach_foreign_ids_through_its_own_path(
             ("POST", "bulk copy to foreign box", json_call(
                 f"{own}/{t.box_id}/messages", {"messages": [m1], "source_id": [box]}, 404)),
         ]
+        hooks = f"/v2/accounts/{t.tenant.id}/webhooks"
+        hook = other.hook_id
+        probes += [
+            ("GET", "webhook", Call(f"{hooks}/{hook}", frozenset({404}))),
+            ("POST", "webhook", json_call(f"{hooks}/{hook}", {
+                "name": "hijacked", "uri": "https://x.example/", "hook": "all"}, 404)),
+            ("PATCH", "webhook", json_call(f"{hooks}/{hook}", {"rotate_signing_secret": True},
+                                           404)),
+            ("DELETE", "webhook", json_call(f"{hooks}/{hook}", {}, 404)),
+        ]
         for method, what, call in probes:
             status, raw = await send(world, method, call, t.tenant.token)
             context = f"{method} {what} of {role} ({call.path})"
@@ -449,6 +517,13 @@ async def test_own_token_cannot_reach_foreign_ids_through_its_own_path(
                                  t.tenant.token)
         assert status == 200
         assert_no_leak(raw, foreign, "account-wide list", b"")
+        status, raw = await send(world, "GET", Call(f"{hooks}/{hook}/attempts",
+                                                    frozenset({200})), t.tenant.token)
+        assert (status, data_of(raw)) == (200, [])
+        for path in (hooks, f"{hooks}/attempts"):
+            status, raw = await send(world, "GET", Call(path, frozenset({200})), t.tenant.token)
+            assert status == 200
+            assert_no_leak(raw, foreign, path, b"")
     await verify_untouched(world)
 
 

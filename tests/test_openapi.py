@@ -308,7 +308,7 @@ def _describe(failure: FailureGroup | Failure, response: schemathesis.Response, 
 
 
 async def _seed(base_url: str, tenant: Tenant, mailbox: str) -> dict[str, str]:
-    """A real box with one message that has audio, made through the API."""
+    """A real box with one message that has audio, and a webhook, made through the API."""
     headers = {"X-Auth-Token": tenant.token}
     boxes = f"{base_url}/v2/accounts/{tenant.id}/vmboxes"
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -319,7 +319,14 @@ async def _seed(base_url: str, tenant: Tenant, mailbox: str) -> dict[str, str]:
                             headers={"Content-Type": "audio/mpeg"}) as resp:
             assert resp.status == 201, await resp.text()
             message_id = str((await resp.json())["data"]["media_id"])
-    return {"account_id": tenant.id, "box_id": box_id, "message_id": message_id}
+        hook = {"name": "Fuzz", "uri": "https://receiver.example.com/", "hook": "object",
+                "custom_data": {"type": "all", "action": "all"}}
+        async with http.put(f"{base_url}/v2/accounts/{tenant.id}/webhooks",
+                            json={"data": hook}) as resp:
+            assert resp.status == 201, await resp.text()
+            webhook_id = str((await resp.json())["data"]["id"])
+    return {"account_id": tenant.id, "box_id": box_id, "message_id": message_id,
+            "webhook_id": webhook_id}
 
 
 async def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
@@ -340,7 +347,7 @@ async def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
                         started + RUN_BUDGET_S)
         for_negative = await _seed(target.base_url, tenant, "4242")
         for_success = await _seed(target.base_url, tenant, "4243")
-        real_ids = frozenset({"box_id", "message_id"})
+        real_ids = frozenset({"box_id", "message_id", "webhook_id"})
         zip_path = "/v2/accounts/{account_id}/vmboxes/{box_id}/messages/raw"
         passes = [
             # Generated ids: mostly unknown, malformed or hostile ones.
@@ -348,7 +355,7 @@ async def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
             # Schema-violating queries and bodies must get documented 4xx. The ids stay real:
             # an "invalid" box id such as `messages` names another documented path (docs/api.md 1).
             Pass(for_negative, GenerationMode.NEGATIVE),
-            # Success paths on a real box and message; this pass ends by deleting them.
+            # Success paths on a real box, message and webhook; this pass ends by deleting them.
             Pass(for_success, only_with=real_ids, bodies={("POST", zip_path): {
                 "data": {"messages": [for_success["message_id"]]}}}),
         ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from piston_vm.api import account_of, call_of
+from piston_vm.api import account_of, call_of, list_response
 from piston_vm.core import errors, gregorian
 from piston_vm.core.media import (
     attachment_name,
@@ -81,19 +81,13 @@ def _single_file(files: list[UploadedFile], required: bool) -> UploadedFile | No
 
 async def list_account_messages(request: web.Request) -> web.StreamResponse:
     page = await _service(request).listing(call_of(request), account_of(request), None)
-    return _list_response(request, page.rows, page)
+    return list_response(request, page)
 
 
 async def list_box_messages(request: web.Request) -> web.StreamResponse:
     box_id, _ = _ids(request)
     page = await _service(request).listing(call_of(request), account_of(request), box_id)
-    return _list_response(request, page.rows, page)
-
-
-def _list_response(request: web.Request, rows: list[Any], page: Any) -> web.Response:
-    cursor = page.next_cursor.encode() if page.next_cursor else None
-    return envelope.success(
-        request, rows, page=envelope.Page(page.start_key, cursor) if page.paginated else None)
+    return list_response(request, page)
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:

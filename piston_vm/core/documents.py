@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from piston_vm.core import errors
 from piston_vm.core.call import Call
 
 JsonObject = dict[str, Any]
@@ -27,6 +28,34 @@ def without_private(data: JsonObject) -> JsonObject:
 
 def private_part(doc: JsonObject) -> JsonObject:
     return {k: v for k, v in doc.items() if is_private(k)}
+
+
+def client_fields(data: Any, ignored: tuple[str, ...] = ()) -> JsonObject:
+    """The fields a client may set from a request's `data`: an object's public keys but the
+    `ignored` ones (ids and read-only answer keys that clients send back); 400 `data.type` for
+    anything but an object."""
+    if not isinstance(data, dict):
+        raise errors.ValidationFailed(
+            {"data": {"type": {"message": "Value did not match type(s): object",
+                               "target": "object", "value": data}}}
+        )
+    return {k: v for k, v in without_private(data).items() if k not in ignored}
+
+
+def stamp_save(
+    doc: JsonObject, pvt_type: str, account_id: str, account_db: str, call: Call, now: int
+) -> None:
+    """The private fields every API save of an account-database document writes: a stored
+    `pvt_type` is kept, the account fields are written once, `pvt_created` on create only
+    (docs/storage.md 4.2). `account_db` is the encoded name."""
+    doc["pvt_type"] = doc.get("pvt_type", pvt_type)
+    doc.setdefault("pvt_vsn", "1")
+    doc.setdefault("pvt_account_id", account_id)
+    doc.setdefault("pvt_account_db", account_db)
+    if "_rev" not in doc:
+        doc["pvt_created"] = now
+    doc["pvt_modified"] = now
+    stamp_auth(doc, call)
 
 
 def stamp_auth(doc: JsonObject, call: Call, request_id: bool = True) -> None:

@@ -23,10 +23,10 @@ from piston_vm.core.documents import (
     stamp_auth,
     stamp_folder_change,
 )
-from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
+from piston_vm.core.listing import Cursor, build_filters, descending, paging, passes
 from piston_vm.services import message_docs as docs
 from piston_vm.services.audio import AudioInput
-from piston_vm.services.base import Service
+from piston_vm.services.base import ListPage, Service, modb_cursor
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
 from piston_vm.storage.accounts import Account
@@ -59,20 +59,6 @@ class BulkResult:
         if self.failed:
             data["failed"] = [{doc_id: reason} for doc_id, reason in self.failed]
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListPage:
-    rows: list[JsonObject]
-    next_cursor: Cursor | None
-    start_key: str | None
-    paginated: bool
 
 
 def folder_value(value: Any) -> str:
@@ -374,36 +360,6 @@ class MessageService(Service):
 
     # -- lists -----------------------------------------------------------------------------
 
-    async def window(self, call: Call, account: Account) -> Window:
-        """The `created_from`…`created_to` window of docs/api.md 8.4."""
-        def positive(name: str) -> int | None:
-            raw = call.value(name)
-            try:
-                value = int(raw) if raw is not None and not isinstance(raw, bool) else None
-            except (TypeError, ValueError):
-                return None
-            # Past the year 9999 no calendar month (and so no MODB) exists: say so, rather
-            # than hand CouchDB a key it cannot compare (docs/api.md 8.4).
-            if value is not None and value > gregorian.LATEST_GREGORIAN_S:
-                raise errors.validation_error(name, "maximum", {
-                    "message": f"Value must be at most {gregorian.LATEST_GREGORIAN_S}",
-                    "target": gregorian.LATEST_GREGORIAN_S, "value": value})
-            return value if value is not None and value > 0 else None
-
-        end = positive("created_to") or gregorian.now()
-        given_start = positive("created_from")
-        retention_s = await self.stores.accounts.retention_s(account, self.settings)
-        start = given_start if given_start is not None else end - retention_s
-        widest = self.settings.max_created_window_s if given_start is not None else retention_s
-        if end - start < 0:
-            raise errors.validation_error("created_from", "date_range", {
-                "message": f"created_to {end} is prior to created_from {start}", "cause": start})
-        if end - start > widest:
-            raise errors.validation_error("created_from", "date_range", {
-                "message": f"created_to {end} is more than {widest} seconds from "
-                           f"created_from {start}", "cause": end})
-        return Window(start, end)
-
     async def listing(
         self, call: Call, account: Account, box_id: str | None
     ) -> ListPage:
@@ -421,10 +377,6 @@ class MessageService(Service):
         modbs = self.stores.messages.window_months(account.db, window.start, window.end)
         if desc:
             modbs.reverse()
-        cursor = page.cursor
-        if cursor is not None and cursor.month is not None:
-            # The cursor's month comes first; months before it were on earlier pages.
-            modbs = [m for m in modbs if _month_at_or_after(m, cursor.month, desc)]
         low: list[Any]
         high: list[Any]
         if box_id is None:
@@ -436,28 +388,15 @@ class MessageService(Service):
         first, last = (high, low) if desc else (low, high)
         accept = (lambda row: passes(row.get("doc") or {}, filters)) if filters else None
         wanted = page.page_size + 1 if page.paginate else None
-        collected: list[tuple[DbName, JsonObject]] = []
-        for modb in modbs:
-            # Existence is checked only for months the page reaches (reads never create MODBs).
-            if not await self.stores.databases.ensure_modb(modb, create=False):
-                continue
-            month = yyyymm(*modb.month) if modb.month else None
-            start = cursor if cursor is not None and cursor.month == month else None
 
-            async def fetch(at: Cursor | None, limit: int, modb: DbName = modb) -> list[JsonObject]:
-                return await self.stores.messages.listing(
-                    modb, view, first, last, at, limit, desc, include_docs=bool(filters))
+        async def fetch(modb: DbName, at: Cursor | None, limit: int) -> list[JsonObject]:
+            return await self.stores.messages.listing(
+                modb, view, first, last, at, limit, desc, include_docs=bool(filters))
 
-            need = None if wanted is None else wanted - len(collected)
-            rows = await fill_page(fetch, start, need, accept, desc)
-            collected += [(modb, row) for row in rows]
-            if wanted is not None and len(collected) >= wanted:
-                break
+        collected = await self.scan_modbs(modbs, fetch, page.cursor, wanted, accept, desc)
         next_cursor = None
         if page.paginate and len(collected) > page.page_size:
-            modb, extra = collected.pop()
-            next_cursor = Cursor(extra["key"], str(extra["id"]),
-                                 yyyymm(*modb.month) if modb.month else None)
+            next_cursor = modb_cursor(*collected.pop())
         rows_out = []
         for _, row in collected:
             summary = docs.summary_row(row["value"], cutoff)
@@ -644,11 +583,6 @@ def _keyed_id(account: Account, box_id: str, key: str, modb: DbName) -> str:
     seed = f"{account.id}\n{box_id}\n{key}".encode()
     month = yyyymm(*modb.month) if modb.month else ""
     return f"{month}-{hashlib.sha256(seed).hexdigest()[:32]}"
-
-
-def _month_at_or_after(modb: DbName, month: str, desc: bool) -> bool:
-    own = yyyymm(*modb.month) if modb.month else ""
-    return own <= month if desc else own >= month
 
 
 def _set_folder(doc: JsonObject, folder: str, call: Call) -> None:

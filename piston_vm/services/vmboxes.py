@@ -6,23 +6,21 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 from piston_vm.core import errors, gregorian
 from piston_vm.core.call import Call
 from piston_vm.core.documents import (
     alphanum_name,
+    client_fields,
     deep_merge,
     is_private,
-    stamp_auth,
-    without_private,
+    stamp_save,
 )
 from piston_vm.core.listing import Cursor, build_filters, descending, fill_page, paging, passes
 from piston_vm.core.validation import merge_errors
-from piston_vm.services.base import Service
+from piston_vm.services.base import Service, retry_on_conflict
 from piston_vm.services.messages import MessageService
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import BOX_ID_RE, DbName, is_box_id
@@ -32,7 +30,6 @@ JsonObject = dict[str, Any]
 SCHEMA = "vmboxes"
 LEGACY_MESSAGE = "Please migrate your voicemail box messages to MODB"
 _MAILBOX_NUMBER_RE = re.compile(r"^[+-]?[0-9]+$")
-SAVE_ATTEMPTS = 3
 MAILBOX_MAX_CHARS = 30
 # Keys a client can never set on a box: the id lives in `_id`, legacy messages are private-like.
 _NOT_FROM_CLIENT = ("id", "messages")
@@ -67,23 +64,7 @@ def has_legacy_messages(doc: JsonObject) -> bool:
 
 
 def _client_data(data: Any) -> JsonObject:
-    if not isinstance(data, dict):
-        raise errors.ValidationFailed(
-            {"data": {"type": {"message": "Value did not match type(s): object",
-                               "target": "object", "value": data}}}
-        )
-    return {k: v for k, v in without_private(data).items() if k not in _NOT_FROM_CLIENT}
-
-
-async def _retrying(attempt: Callable[[], Awaitable[SavedBox]]) -> SavedBox:
-    """Read-modify-write with a fresh read after a 409, a few times (docs/storage.md 10)."""
-    for number in range(SAVE_ATTEMPTS):
-        try:
-            return await attempt()
-        except errors.ApiError as error:
-            if error.status != HTTPStatus.CONFLICT or number + 1 == SAVE_ATTEMPTS:
-                raise
-    raise errors.datastore_conflict()
+    return client_fields(data, _NOT_FROM_CLIENT)
 
 
 def mailbox_number(value: Any) -> int | None:
@@ -130,15 +111,7 @@ class VmboxService(Service):
         return cleaned
 
     def _stamp(self, doc: JsonObject, account: Account, call: Call) -> None:
-        now = gregorian.now()
-        doc["pvt_type"] = doc.get("pvt_type", "vmbox")
-        doc.setdefault("pvt_vsn", "1")
-        doc.setdefault("pvt_account_id", account.id)
-        doc.setdefault("pvt_account_db", account.db.encoded)
-        if "_rev" not in doc:
-            doc["pvt_created"] = now
-        doc["pvt_modified"] = now
-        stamp_auth(doc, call)
+        stamp_save(doc, "vmbox", account.id, account.db.encoded, call, gregorian.now())
         if isinstance(doc.get("name"), str):
             doc["pvt_alphanum_name"] = alphanum_name(doc["name"])
 
@@ -161,7 +134,7 @@ class VmboxService(Service):
             public = await self._validate(account, _client_data(call.data), box_id)
             return await self._save_public(call, account, stored, public)
 
-        return await _retrying(attempt)
+        return await retry_on_conflict(attempt)
 
     async def patch(self, call: Call, account: Account, box_id: str) -> SavedBox:
         async def attempt() -> SavedBox:
@@ -170,7 +143,7 @@ class VmboxService(Service):
             public = await self._validate(account, merged, box_id)
             return await self._save_public(call, account, stored, public)
 
-        return await _retrying(attempt)
+        return await retry_on_conflict(attempt)
 
     async def _save_public(
         self, call: Call, account: Account, stored: JsonObject, public: JsonObject
@@ -193,7 +166,7 @@ class VmboxService(Service):
             await self.stores.vmboxes.save(account.db, doc)
             return SavedBox(doc, has_legacy_messages(doc))
 
-        return await _retrying(attempt)
+        return await retry_on_conflict(attempt)
 
     async def listing(
         self, call: Call, account: Account

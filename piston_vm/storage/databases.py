@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.couch import CouchClient, DbNotFound
 from piston_vm.storage.design import DesignDocs, install_all
 from piston_vm.storage.names import DbName
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Databases:
@@ -55,6 +59,17 @@ class Databases:
                 return False
             await self._install_modb(db)
             return True
+
+    async def write_to_modb(self, name: DbName, write: Callable[[], Awaitable[T]]) -> T:
+        """Run `write` into a MODB, created first when needed (docs/storage.md 9); once more
+        after creating it again when it vanished since it was cached as ready."""
+        await self.ensure_modb(name, create=True)
+        try:
+            return await write()
+        except DbNotFound:
+            self.forget(name)
+            await self.ensure_modb(name, create=True)
+            return await write()
 
     async def ready_modbs(self, names: list[DbName]) -> list[DbName]:
         """Those of `names` (MODBs of one account, oldest first) that exist, made usable.

@@ -16,6 +16,7 @@ from piston_vm.core.listing import Cursor
 from piston_vm.storage.couch import Attachment, CouchClient, DbNotFound, DocNotFound
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName, months_between
+from piston_vm.storage.views import page_params
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,7 @@ class MessageStore:
     async def create(self, modb: DbName, doc: JsonObject) -> None:
         """Save a new message, creating its MODB (and design docs) first when needed
         (docs/decisions.md D-12)."""
-        await self.databases.ensure_modb(modb, create=True)
-        try:
-            await self.couch.put_doc(modb.unencoded, doc)
-        except DbNotFound:
-            # The MODB vanished since we cached it as ready: create it again, once.
-            self.databases.forget(modb)
-            await self.databases.ensure_modb(modb, create=True)
-            await self.couch.put_doc(modb.unencoded, doc)
+        await self.databases.write_to_modb(modb, lambda: self.couch.put_doc(modb.unencoded, doc))
 
     async def create_with_audio(
         self, modb: DbName, doc: JsonObject, audio: Callable[[], list[Attachment]]
@@ -59,14 +53,8 @@ class MessageStore:
 
         `audio` makes fresh streams of the attachments: a retry needs its own.
         """
-        await self.databases.ensure_modb(modb, create=True)
-        try:
-            await self.couch.put_doc_with_attachments(modb.unencoded, doc, audio())
-        except DbNotFound:
-            # The MODB vanished since we cached it as ready: create it again, once.
-            self.databases.forget(modb)
-            await self.databases.ensure_modb(modb, create=True)
-            await self.couch.put_doc_with_attachments(modb.unencoded, doc, audio())
+        await self.databases.write_to_modb(
+            modb, lambda: self.couch.put_doc_with_attachments(modb.unencoded, doc, audio()))
 
     async def save_with_audio(
         self, modb: DbName, doc: JsonObject, audio: list[Attachment]
@@ -118,16 +106,7 @@ class MessageStore:
         include_docs: bool,
     ) -> list[JsonObject]:
         """Rows of a listing view between two keys (inclusive), starting at `cursor`."""
-        params: dict[str, Any] = {
-            "startkey": cursor.key if cursor is not None else first_key,
-            "endkey": last_key,
-            "descending": descending,
-            "include_docs": include_docs,
-        }
-        if cursor is not None and cursor.doc_id is not None:
-            params["startkey_docid"] = cursor.doc_id
-        if limit:
-            params["limit"] = limit
+        params = page_params(cursor, limit, descending, include_docs, first_key, last_key)
         try:
             result = await self.couch.view(modb.unencoded, DESIGN, view, params)
         except DbNotFound:

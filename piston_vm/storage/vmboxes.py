@@ -9,6 +9,7 @@ from piston_vm.core.listing import Cursor
 from piston_vm.storage.couch import CouchClient, DocConflict
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName
+from piston_vm.storage.views import page_params
 
 JsonObject = dict[str, Any]
 
@@ -60,12 +61,6 @@ class VmboxStore:
     ) -> list[JsonObject]:
         """Rows of `crossbar_listing` in name order, starting at `cursor` (0 = no limit)."""
         await self.databases.ensure_account_db(account_db)
-        params: dict[str, Any] = {"descending": descending, "include_docs": include_docs}
-        if cursor is not None:
-            params["startkey"] = cursor.key
-            if cursor.doc_id is not None:
-                params["startkey_docid"] = cursor.doc_id
-        if limit:
-            params["limit"] = limit
+        params = page_params(cursor, limit, descending, include_docs)
         result = await self.couch.view(account_db.unencoded, DESIGN, "crossbar_listing", params)
         return [dict(row) for row in result.get("rows", [])]

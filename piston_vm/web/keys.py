@@ -15,6 +15,7 @@ from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.notifications import DeliveryStatus
 from piston_vm.services.vmboxes import VmboxService
+from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.stores import Stores
 from piston_vm.web.context import RequestContext
 from piston_vm.web.lifecycle import Lifecycle
@@ -32,6 +33,7 @@ VMBOXES = web.AppKey("vmboxes", VmboxService)
 DOWNLOADS = web.AppKey("downloads", DownloadService)
 # A message's email and webhook delivery attempts (docs/email.md).
 DELIVERY_STATUS = web.AppKey("delivery_status", DeliveryStatus)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
 # Prometheus metrics of this app (a no-op Metrics when PISTON_VM_METRICS=off).
 METRICS = web.AppKey("metrics", Metrics)
 # Draining and requests in flight, for /readyz and `piston-vm serve`'s SIGTERM.

@@ -402,6 +402,70 @@ def _own_schemas() -> JsonObject:
     }
 
 
+def _webhook_schemas(request: JsonObject) -> JsonObject:
+    """Answers of the webhooks API (docs/webhooks.md), around the platform's request schema."""
+    string = {"type": "string"}
+    patch = {k: v for k, v in request.items() if k != "required"}
+    patch["description"] = "Any subset of the webhook fields; `null` removes a field"
+    patch["properties"] = {**patch.get("properties", {}), "rotate_signing_secret": {
+        "type": "boolean", "description": "true replaces the signing secret"}}
+    return {
+        "WebhookPatch": patch,
+        "Webhook": {
+            "description": "A webhook's public fields plus its id",
+            "allOf": [component_ref("webhooks")],
+            "required": ["id"],
+            "properties": {
+                "id": string,
+                "signing_secret": {
+                    "type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+                    "description": "To the hook's own account only"},
+                "disable_reason": {"type": "string",
+                                   "description": "Why the hook was disabled, when it was"},
+                "_read_only": {"type": "object",
+                               "properties": {"deleted": {"type": "boolean"}}},
+            },
+        },
+        "WebhookListRow": {
+            "type": "object",
+            "description": "A row of the webhook list: the platform's summary",
+            "required": ["id", "enabled"],
+            "properties": {"id": string, "hook": string, "name": string, "uri": string,
+                           "group": {}, "enabled": {"type": "boolean"},
+                           "disable_reason": string},
+        },
+        "AvailableHook": {
+            "type": "object",
+            "description": "A hook a webhook may subscribe to, and its modifiers",
+            "required": ["id", "name", "description", "modifiers"],
+            "properties": {"id": string, "name": string, "description": string,
+                           "modifiers": {"type": "object"}},
+        },
+        "WebhookAttempt": {
+            "type": "object",
+            "description": "One delivery attempt: the stored attempt's public fields",
+            "required": ["hook_id", "result", "timestamp"],
+            "properties": {
+                "hook_id": string,
+                "result": {"type": "string", "enum": ["success", "failure"]},
+                "reason": string,
+                "response_code": string,
+                "response_body": string,
+                "client_error": string,
+                "retries_left": {"type": "integer"},
+                "timestamp": {"type": "integer", "description": "Gregorian seconds"},
+                "event_id": string,
+                "attempt": {"type": "integer", "minimum": 1},
+            },
+        },
+        "WebhooksReEnable": {
+            "type": "object",
+            "required": ["re-enable"],
+            "properties": {"re-enable": {"type": "boolean", "enum": [True]}},
+        },
+    }
+
+
 # -- responses ------------------------------------------------------------------------------------
 
 _ERROR_STATUSES: dict[int, tuple[str, str]] = {
@@ -492,6 +556,9 @@ _PATH_PARAMETERS: dict[str, JsonObject] = {
     "box_id": {"name": "box_id", "in": "path", "required": True,
                "description": "A voicemail box id (`messages` here is the account-wide list)",
                "schema": {"type": "string", "minLength": 1, "not": {"enum": ["messages"]}}},
+    "webhook_id": {"name": "webhook_id", "in": "path", "required": True,
+                   "description": "A webhook id (`attempts` here is the account's delivery log)",
+                   "schema": {"type": "string", "minLength": 1, "not": {"enum": ["attempts"]}}},
     "message_id": {"name": "message_id", "in": "path", "required": True,
                    "description": "`YYYYMM-<hex>`, or a legacy media id "
                                   "(docs/decisions.md P-25); `raw` here is the ZIP endpoint",
@@ -532,8 +599,8 @@ def _list_parameters(messages: bool) -> list[JsonObject]:
         ]
     else:
         params += [
-            _query("created_from", _GREG, "Keep boxes with pvt_created ≥ this (8.5)"),
-            _query("created_to", _GREG, "Keep boxes with pvt_created ≤ this (8.5)"),
+            _query("created_from", _GREG, "Keep rows with pvt_created ≥ this (8.5)"),
+            _query("created_to", _GREG, "Keep rows with pvt_created ≤ this (8.5)"),
         ]
     return params + _filter_parameters()
 
@@ -750,6 +817,69 @@ def _operations() -> dict[tuple[str, str], Operation]:
                      "headers": dict(_REQUEST_ID_HEADER),
                      "content": {_JSON: {"schema": {"type": "object",
                                                     "required": ["openapi", "paths"]}}}}}),
+        **_webhook_operations(),
+    }
+
+
+_HOOKS = "/v2/accounts/{account_id}/webhooks"
+_HOOK = _HOOKS + "/{webhook_id}"
+_WEBHOOKS_DOC = "docs/webhooks.md, \"The webhooks API\""
+
+
+def _hook_success(status: int, description: str) -> JsonObject:
+    headers = ["ETag"] + (["Location"] if status == HTTPStatus.CREATED else [])
+    return {str(status): _success(description, component_ref("Webhook"), headers)}
+
+
+def _attempt_parameters() -> list[JsonObject]:
+    """The message lists' parameters, the window bounding the attempt's time instead."""
+    params = _list_parameters(messages=True)
+    for param in params:
+        if param["name"] in ("created_from", "created_to"):
+            bound = "start" if param["name"] == "created_from" else "end"
+            param["description"] = f"Window {bound} on the attempt's time (8.4)"
+    return params
+
+
+def _webhook_operations() -> dict[tuple[str, str], Operation]:
+    """The webhooks API (docs/webhooks.md)."""
+    attempts = {"200": _success("Attempts, newest first", _list_of("WebhookAttempt"), ["ETag"])}
+    return {
+        ("/v2/webhooks", "GET"): Operation(
+            "List the hooks a webhook may subscribe to", _WEBHOOKS_DOC,
+            {"200": _success("The available hooks", _list_of("AvailableHook"), ["ETag"])}),
+        (_HOOKS, "GET"): Operation(
+            "List the account's webhooks", _WEBHOOKS_DOC,
+            {"200": _success("Summaries in id order", _list_of("WebhookListRow"), ["ETag"])},
+            parameters=tuple(_list_parameters(messages=False))),
+        (_HOOKS, "PUT"): Operation(
+            "Create a webhook", _WEBHOOKS_DOC, _hook_success(201, "The new webhook"),
+            _json_body(component_ref("webhooks"))),
+        (_HOOKS, "PATCH"): Operation(
+            "Re-enable the account's auto-disabled webhooks", _WEBHOOKS_DOC,
+            {"200": _success("The platform's answer", {"type": "string",
+                                                       "enum": ["hooks updated"]})},
+            _json_body(component_ref("WebhooksReEnable")), statuses=(409,)),
+        (_HOOKS + "/attempts", "GET"): Operation(
+            "List the account's delivery attempts", _WEBHOOKS_DOC, attempts,
+            parameters=tuple(_attempt_parameters())),
+        (_HOOK, "GET"): Operation(
+            "Fetch a webhook", _WEBHOOKS_DOC, _hook_success(200, "The webhook"),
+            statuses=(404,)),
+        (_HOOK, "POST"): Operation(
+            "Replace a webhook", _WEBHOOKS_DOC, _hook_success(200, "The saved webhook"),
+            _json_body(component_ref("webhooks")), statuses=(404, 409)),
+        (_HOOK, "PATCH"): Operation(
+            "Merge into a webhook, or rotate its signing secret", _WEBHOOKS_DOC,
+            _hook_success(200, "The saved webhook"),
+            _json_body(component_ref("WebhookPatch")), statuses=(404, 409)),
+        (_HOOK, "DELETE"): Operation(
+            "Delete a webhook (soft)", _WEBHOOKS_DOC,
+            _hook_success(200, "The deleted webhook, with `_read_only.deleted`"),
+            statuses=(404, 409)),
+        (_HOOK + "/attempts", "GET"): Operation(
+            "List a webhook's delivery attempts", _WEBHOOKS_DOC, attempts,
+            parameters=tuple(_attempt_parameters())),
     }
 
 
@@ -860,6 +990,8 @@ def build_openapi(schemas_dir: Path, routes: Sequence[Endpoint]) -> JsonObject:
             mailbox["pattern"] = MAILBOX_PATTERN
         components["VmboxPatch"] = _without_required(components["vmboxes"])
     components.update(_own_schemas())
+    if "webhooks" in components:
+        components.update(_webhook_schemas(components["webhooks"]))
     operations = _operations()
     paths: JsonObject = {}
     for route in _routes(routes):

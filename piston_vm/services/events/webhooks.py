@@ -35,7 +35,7 @@ ALL = "all"
 # Hooks change rarely and every event asks for them: a short cache, per account.
 HOOKS_CACHE_S = 2.0
 RESPONSE_BODY_KEPT = 512
-# The platform's words for a hook its disabler turned off.
+# The platform's words for a hook its disabler turned off (webhooks_disabler).
 DISABLE_REASON = "too many failed attempts"
 
 
@@ -51,6 +51,9 @@ def hook_matches(hook: Mapping[str, Any], event: Event) -> bool:
     custom = hook.get("custom_data")
     modifiers: Mapping[str, Any] = custom if isinstance(custom, dict) else {}
     kind = hook.get("hook")
+    if kind == ALL:
+        # The platform's catch-all hook: every event.
+        return True
     if kind == NOTIFICATIONS_HOOK and event.category == NOTIFICATION:
         return modifiers.get("type", ALL) in (ALL, event.name)
     if kind == OBJECT_HOOK and event.category == OBJECT:
