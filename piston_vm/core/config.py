@@ -95,6 +95,8 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     # The build's commit for piston_vm_build_info; None: `piston-vm serve` asks git.
     commit: str | None = None
+    # The browser inbox at / and /inbox/… (README, "The inbox"); off: those routes do not exist.
+    inbox: bool = True
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -148,6 +150,7 @@ _PATH_FIELDS = {
 _SWITCH_FIELDS = {
     "ACCESS_LOG": "access_log",
     "METRICS": "metrics",
+    "INBOX": "inbox",
 }
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
