@@ -235,12 +235,16 @@ class Inbox:
     page: Page
     base: str
     errors: list[str] = field(default_factory=list)
+    # A test's own expected console lines, as (text, address) patterns.
+    allowed_console: list[tuple[re.Pattern[str], re.Pattern[str]]] = field(
+        default_factory=list)
 
     def on_console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
             return
         text, url = message.text, str(message.location.get("url", ""))
-        if any(said.search(text) and where.search(url) for said, where in EXPECTED_CONSOLE):
+        if any(said.search(text) and where.search(url)
+               for said, where in (*EXPECTED_CONSOLE, *self.allowed_console)):
             return
         self.errors.append(f"console: {text} ({url})")
 

@@ -349,6 +349,9 @@ async def test_mark_saved_and_new_one_and_many(open_inbox: OpenInbox, seeder: Se
     await alice.get_by_role("button", name=re.compile(r"^Mark saved: message from Alice")).click()
     await expect(alice.locator(".folder-value")).to_have_text("saved")
     await expect(alice.locator(".badge")).to_be_hidden()
+    # The same button, now the way back, keeps the focus.
+    await expect(alice.get_by_role(
+        "button", name=re.compile(r"^Mark new: message from Alice"))).to_be_focused()
     await expect(page.locator("#notice")).to_have_text(
         "Marked the message from Alice Example (6001) saved.")
     await expect(box_button(page, "Front Desk")).to_contain_text("1 new, 2 saved")
@@ -442,6 +445,8 @@ async def test_bulk_delete_shows_the_message_that_failed(
     assert asked == ["Delete 3 selected messages?"]
     await expect(rows(page)).to_have_count(0)
     await expect(page.locator("#empty")).to_be_visible()
+    # The toolbar went away under the focus: the box's heading has it, not <body>.
+    await expect(page.get_by_role("heading", level=1)).to_be_focused()
     await expect(box_button(page, "Front Desk")).to_contain_text("0 new, 0 saved")
     assert await seeder.messages(scene.front) == []
     await inbox.screenshot("desktop-bulk-delete-failure")
@@ -512,6 +517,28 @@ async def test_an_event_on_the_account_stream_refreshes_the_box(
     token = (await stored_session(inbox))["token"]
     assert streams[0] == (f"{inbox.base}/v2/accounts/{seeder.tenant.id}/events"
                           f"?auth_token={token}")
+
+
+async def test_a_failed_check_for_new_voicemail_is_shown_and_taken_back(
+    open_inbox: OpenInbox, seeder: Seeder
+) -> None:
+    scene = await build_scene(seeder)
+    inbox = await open_inbox()
+    page = inbox.page
+    inbox.allowed_console.append((re.compile(r"^Failed to load resource: net::ERR_FAILED$"),
+                                  re.compile(r"/vmboxes$")))
+    await sign_in_with_key(inbox, seeder, "/?poll_ms=300")
+    await front_desk_open(inbox, scene)
+
+    async def unreachable(route: Route) -> None:
+        await route.abort()
+
+    boxes = re.compile(r"/v2/accounts/[0-9a-f]{32}/vmboxes$")
+    await page.route(boxes, unreachable)
+    await expect(page.locator("#problem")).to_contain_text("Could not check for new voicemail.")
+    await expect(rows(page)).to_have_count(3)  # what was shown stays
+    await page.unroute(boxes)
+    await expect(page.locator("#problem")).to_be_empty()
 
 
 # -- leaving -------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ const state = {
   // Bumped on sign-out and on every box change: an answer that arrives later is dropped.
   generation: 0,
   busy: false,
+  refreshProblem: "",
 };
 
 const boxRows = new Map();
@@ -108,6 +109,15 @@ function element(tag, attributes = {}, ...children) {
 
 function hiddenText(text) {
   return element("span", { class: "visually-hidden" }, text);
+}
+
+// Hiding what holds the focus would drop it on <body>: the box's heading takes it instead.
+function hideKeepingFocus(part, hidden) {
+  const hadFocus = hidden && part.contains(document.activeElement);
+  part.hidden = hidden;
+  if (hadFocus) {
+    ui.boxTitle.focus();
+  }
 }
 
 function announce(text) {
@@ -319,11 +329,32 @@ function startLive() {
 }
 
 function onLiveChange({ event, box }) {
+  if (event === "poll" && document.hidden) {
+    // Nobody is looking: the next look (visibilitychange) refreshes at once instead.
+    return;
+  }
   if (event === "voicemail_full") {
     const full = state.boxes.find((candidate) => candidate.id === box);
     complain(`The box ${full ? boxLabel(full) : box} is full: it takes no more messages.`);
   }
-  refresh().catch(handleFailure);
+  refreshInBackground();
+}
+
+// A refresh nobody clicked for: its failure says so, and the next success takes it back.
+function refreshInBackground() {
+  refresh().then(() => {
+    if (state.refreshProblem && ui.problem.textContent === state.refreshProblem) {
+      complain("");
+    }
+    state.refreshProblem = "";
+  }, (error) => {
+    if (error instanceof SessionExpired) {
+      handleFailure(error);
+      return;
+    }
+    state.refreshProblem = `Could not check for new voicemail. ${error?.message ?? ""}`.trim();
+    complain(state.refreshProblem);
+  });
 }
 
 async function openBox(boxId, { push, focus }) {
@@ -606,8 +637,8 @@ function renderMessages() {
     (next ? next.parts.check : ui.boxTitle).focus();
   }
   ui.empty.hidden = state.messages.length > 0 || !state.box;
-  ui.more.hidden = !state.nextStartKey;
-  ui.toolbar.hidden = state.messages.length === 0;
+  hideKeepingFocus(ui.more, !state.nextStartKey);
+  hideKeepingFocus(ui.toolbar, state.messages.length === 0);
   for (const id of Array.from(state.selected)) {
     if (!seen.has(id)) {
       state.selected.delete(id);
@@ -885,6 +916,11 @@ function wire() {
   ui.moveTo.addEventListener("change", renderSelection);
   ui.more.addEventListener("click", loadMore);
   ui.playerClose.addEventListener("click", () => closePlayer({ restoreFocus: true }));
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.session) {
+      refreshInBackground();
+    }
+  });
   ui.audio.addEventListener("error", () => {
     if (state.playing) {
       complain("This message's audio could not be played. It may have been deleted or moved.");
