@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+CHROMIUM ?= /usr/bin/chromium
+AXE_STAMP := tests/browser/node_modules/.installed-stamp
 
-.PHONY: run test lint imports typecheck unit install devserver bench bench-smoke bench-events clean
+.PHONY: run test lint imports typecheck unit install devserver browser bench bench-smoke bench-events clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +33,29 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: install
-	$(BIN)/python -m pytest
+# The browser tests of the inbox (tests/browser): Debian's Chromium driven by Playwright (a dev
+# extra; never `playwright install`, which downloads a browser of its own), and axe-core from
+# npm, which the tests inject. apt-get runs only when Chromium is missing, and needs root.
+browser: $(AXE_STAMP)
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "Chromium is missing: apt-get install chromium (as root), or make CHROMIUM=/path"; \
+	    exit 1; \
+	  fi; }
+
+$(AXE_STAMP): tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+	touch $@
+
+unit: install browser
+	PISTON_VM_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test: install lint imports typecheck unit
 
 clean:
-	rm -rf $(VENV) couchdb/devserver/node_modules var
+	rm -rf $(VENV) couchdb/devserver/node_modules tests/browser/node_modules var
 
 # The benchmark of issue 6 (not part of `make test`): BENCH_ARGS="--couchdb-url URL --sizes …".
 bench: install

@@ -30,6 +30,7 @@ from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.couch import CouchClient
 from piston_vm.storage.stores import Stores
 from piston_vm.web.health import HEALTHZ_PATH, READYZ_PATH, healthz, readyz
+from piston_vm.web.inbox import add_inbox_routes
 from piston_vm.web.keys import (
     DELIVERY_STATUS,
     DOWNLOADS,
@@ -165,6 +166,8 @@ def create_app(settings: Settings) -> web.Application:
     if settings.metrics and settings.metrics_port is None:
         # With PISTON_VM_METRICS_PORT the scraper's page is on that port only (cli/serve.py).
         app.router.add_get(METRICS_PATH, metrics_page)
+    if settings.inbox:
+        add_inbox_routes(app)
     register(app, ENDPOINTS)
     return app
 

@@ -41,6 +41,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30
 from piston_vm.api.routes import ENDPOINTS as ROUTES
 from piston_vm.app import create_app
 from piston_vm.core.config import DEFAULT_SCHEMAS_DIR, Settings
+from piston_vm.web.inbox import ROUTE_PATHS as INBOX_PATHS
 from piston_vm.web.openapi import (
     OPENAPI_FILE,
     build_openapi,
@@ -161,6 +162,8 @@ def routed_operations(app: web.Application) -> dict[str, set[str]]:
     for resource in app.router.resources():
         path = resource.canonical
         if path == CATCH_ALL or (path.endswith("/") and path[:-1] in canonicals):
+            continue
+        if path in {openapi_path(p) for p in INBOX_PATHS}:  # the browser page (web/inbox.py)
             continue
         endpoint = table.get(path)
         if endpoint is not None:

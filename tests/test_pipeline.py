@@ -90,7 +90,7 @@ async def test_v1_is_gone(api: Api, account: Tenant) -> None:
 
 async def test_unknown_routes_are_json_404(api: Api, account: Tenant) -> None:
     for path in (f"/v2/accounts/{account.id}/storage", f"/v2/accounts/{account.id}",
-                 f"/v2/accounts/{account.id}/messages", "/v2/nothing", "/"):
+                 f"/v2/accounts/{account.id}/messages", "/v2/nothing", "/favicon.ico"):
         resp, body = await api.call("GET", path, account.token)
         assert assert_error(resp, body, 404, "not_found") == {"message": "not found"}
 

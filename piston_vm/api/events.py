@@ -29,6 +29,9 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     feed = request.app[LIVE_FEED]
     lifecycle = request.app[LIFECYCLE]
     heartbeat_s = request.app[SETTINGS].events_heartbeat_s
+    # The stream ends when its token does: a reconnect with the same token is refused (401),
+    # so a stream never outlives the right to read it.
+    expires_at = ctx.claims.expires_at if ctx.claims is not None else None
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8",
         "Cache-Control": "no-cache",
@@ -48,7 +51,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                 sent.add(missed.id)
                 await response.write(_frame(missed))
         written_at = time.monotonic()
-        while not lifecycle.draining:
+        while not lifecycle.draining and (expires_at is None or time.time() < expires_at):
             try:
                 event = await asyncio.wait_for(subscription.queue.get(), DRAIN_CHECK_S)
             except TimeoutError:

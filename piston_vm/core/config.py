@@ -130,6 +130,8 @@ class Settings:
     email_templates_dir: Path | None = None
     # Where people reach this service (https://vm.example.com): the download link's base.
     public_url: str | None = None
+    # The browser inbox at / and /inbox/… (README, "The inbox"); off: those routes do not exist.
+    inbox: bool = True
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -212,6 +214,7 @@ _SWITCH_FIELDS = {
     "METRICS": "metrics",
     "EVENTS": "events",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "INBOX": "inbox",
 }
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")

@@ -20,6 +20,7 @@ from piston_vm.storage.couch import DbNotFound, DocConflict, ViewMissing
 from piston_vm.web import envelope
 from piston_vm.web.context import RequestContext
 from piston_vm.web.forwarded import client_address
+from piston_vm.web.inbox import page_headers
 from piston_vm.web.keys import CONTEXT, SETTINGS, STORES
 from piston_vm.web.routing import (
     FORM_TYPE,
@@ -239,3 +240,5 @@ async def add_common_headers(request: web.Request, response: web.StreamResponse)
     response.headers["Access-Control-Allow-Headers"] = allow_headers
     response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
     response.headers["Access-Control-Max-Age"] = "86400"
+    # The inbox page and its assets only (web/inbox.py); API answers stay as they were.
+    response.headers.update(page_headers(request))
