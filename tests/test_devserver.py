@@ -613,3 +613,17 @@ async def test_db_updates_lists_each_changed_database_once_with_its_latest_chang
     async with http.get("/_db_updates", params={
             "since": later["last_seq"], "feed": "longpoll", "timeout": "200"}) as resp:
         assert (await json_of(resp))["results"] == []
+
+
+async def test_all_dbs_takes_a_key_range_like_couchdb(http: aiohttp.ClientSession) -> None:
+    for name in ("range-a", "range-b", "range-c"):
+        await create_db(http, name)
+    params = {"start_key": '"range-a"', "end_key": '"range-b"'}
+    async with http.get("/_all_dbs", params=params) as resp:
+        assert await json_of(resp) == ["range-a", "range-b"]
+    async with http.get("/_all_dbs", params={"startkey": '"range-b"', "endkey": '"range-\ufff0"',
+                                             "limit": "1"}) as resp:
+        assert await json_of(resp) == ["range-b"]
+    async with http.get("/_all_dbs", params={"start_key": '"range-c"', "end_key": '"range-a"',
+                                             "descending": "true"}) as resp:
+        assert await json_of(resp) == ["range-c", "range-b", "range-a"]

@@ -82,6 +82,8 @@ class Service:
         env = {**os.environ, "TMPDIR": str(self.spool_dir),
                "PISTON_VM_COUCHDB_URL": f"{scheme}://{login}{rest}",
                "PISTON_VM_TOKEN_SECRET": TEST_TOKEN_SECRET,
+               # No event engine: it is not what these tests are about (tests/test_events.py).
+               "PISTON_VM_EVENTS": "off",
                "PISTON_VM_MAX_UPLOAD_BYTES": str(4 * CREATE_BYTES),
                "PISTON_VM_MOVE_REPAIR_INTERVAL_S": "0",
                "PISTON_VM_ACCOUNT_CACHE_TTL_S": "0"}

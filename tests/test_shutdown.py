@@ -55,6 +55,8 @@ async def start_service(settings: Settings, port: int, log_path: Path
                         ) -> asyncio.subprocess.Process:
     env = {**os.environ, "PISTON_VM_COUCHDB_URL": couchdb_url(settings),
            "PISTON_VM_TOKEN_SECRET": TEST_TOKEN_SECRET,
+               # No event engine: it is not what these tests are about (tests/test_events.py).
+               "PISTON_VM_EVENTS": "off",
            "PISTON_VM_MAX_UPLOAD_BYTES": str(2 * UPLOAD_BYTES),
            "PISTON_VM_SHUTDOWN_GRACE_S": str(GRACE_S),
            "PISTON_VM_SHUTDOWN_TIMEOUT_S": "30",

@@ -645,7 +645,30 @@ app.get('/_session', (req, res) => sendJSON(res, 200, {
 }));
 
 // FIX 1: list real names (with "/"), sorted like CouchDB.
-app.get('/_all_dbs', (req, res) => sendJSON(res, 200, Array.from(knownDbs).sort()));
+// Ranges as CouchDB takes them: start_key/end_key (or startkey/endkey) as JSON strings,
+// descending, limit and skip.
+app.get('/_all_dbs', (req, res) => {
+  const q = req.query;
+  const key = (name) => {
+    const raw = q[name] !== undefined ? q[name] : q[name.replace('_', '')];
+    if (raw === undefined) return undefined;
+    try { const value = JSON.parse(String(raw)); return typeof value === 'string' ? value : undefined; } catch (e) { return undefined; }
+  };
+  const descending = q.descending === 'true';
+  const start = key('start_key');
+  const end = key('end_key');
+  let names = Array.from(knownDbs).sort();
+  if (descending) names.reverse();
+  names = names.filter((n) => {
+    if (start !== undefined && (descending ? n > start : n < start)) return false;
+    if (end !== undefined && (descending ? n < end : n > end)) return false;
+    return true;
+  });
+  const skip = parseInt(String(q.skip || '0'), 10) || 0;
+  const limit = q.limit !== undefined ? parseInt(String(q.limit), 10) : undefined;
+  names = names.slice(skip, limit !== undefined && limit >= 0 ? skip + limit : undefined);
+  sendJSON(res, 200, names);
+});
 
 app.get('/_uuids', (req, res) => {
   const count = Math.min(Math.max(parseInt(req.query.count || '1', 10) || 1, 1), 1000);

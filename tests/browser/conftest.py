@@ -96,7 +96,9 @@ class Service:
     log_path: Path
 
 
-@pytest.fixture(scope="session")
+# Package scope: the service's event engine follows every database of the suite's CouchDB, and
+# must not go on delivering other tests' webhooks once the browser tests are done.
+@pytest.fixture(scope="package")
 async def inbox_service(settings: Settings, tmp_path_factory: pytest.TempPathFactory
                         ) -> AsyncIterator[Service]:
     port = free_port()
@@ -105,7 +107,9 @@ async def inbox_service(settings: Settings, tmp_path_factory: pytest.TempPathFac
            "PISTON_VM_TOKEN_SECRET": TEST_TOKEN_SECRET,
            # Tests create accounts and must see them at once.
            "PISTON_VM_ACCOUNT_CACHE_TTL_S": "0",
-           "PISTON_VM_SHUTDOWN_GRACE_S": "0"}
+           "PISTON_VM_SHUTDOWN_GRACE_S": "0",
+           # Its own engine database: the live updates come from the real event stream.
+           "PISTON_VM_EVENTS_DB": "piston_vm_events_inbox_" + secrets.token_hex(4)}
     env.pop("PISTON_VM_INBOX", None)
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(

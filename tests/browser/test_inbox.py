@@ -413,7 +413,16 @@ async def test_bulk_delete_shows_the_message_that_failed(
     scene = await build_scene(seeder)
     inbox = await open_inbox()
     page = inbox.page
-    await sign_in_with_key(inbox, seeder)
+    inbox.allowed_console.append((re.compile(r"^Failed to load resource: net::ERR_FAILED$"),
+                                  re.compile(r"/events\?")))
+
+    async def no_stream(route: Route) -> None:
+        await route.abort()
+
+    # Without the live stream, so that the page does not hear of the delete made behind its
+    # back before the user's own (it would drop the message from the list at once).
+    await page.route(re.compile(r"/v2/accounts/[0-9a-f]{32}/events\?"), no_stream)
+    await sign_in_with_key(inbox, seeder, "/?poll_ms=3600000")
     await front_desk_open(inbox, scene)
 
     # A single delete asks first; "Cancel" keeps the message.
