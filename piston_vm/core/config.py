@@ -95,6 +95,10 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     # The build's commit for piston_vm_build_info; None: `piston-vm serve` asks git.
     commit: str | None = None
+    # Audio formats (docs/audio.md): refuse uploads that are no known audio (415), and how many
+    # FFmpeg jobs (transcodes, duration measurements) one process runs at once.
+    require_audio: bool = False
+    transcode_workers: int = 4
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -120,6 +124,7 @@ _INT_FIELDS = {
     "TOKEN_EXPIRY_S": "token_expiry_s",
     "MIGRATION_RETRY_LIMIT": "migration_retry_limit",
     "METRICS_PORT": "metrics_port",
+    "TRANSCODE_WORKERS": "transcode_workers",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
@@ -148,6 +153,7 @@ _PATH_FIELDS = {
 _SWITCH_FIELDS = {
     "ACCESS_LOG": "access_log",
     "METRICS": "metrics",
+    "REQUIRE_AUDIO": "require_audio",
 }
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
@@ -214,6 +220,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     for attr in ("shutdown_grace_s", "shutdown_timeout_s"):
         if values.get(attr, 0) < 0:
             raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
+    if values.get("transcode_workers", 1) < 1:
+        raise ValueError(f"{ENV_PREFIX}TRANSCODE_WORKERS must be at least 1")
     if values.get("metrics_port") == 0:
         # 0 would be "any free port": a scraper could never find it.
         del values["metrics_port"]
