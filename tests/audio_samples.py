@@ -76,7 +76,7 @@ def sample(kind: str, seconds: float = SECONDS) -> bytes:
         return wav(seconds)
     muxer, codec, rate, bit_rate, forward_only = _ENCODINGS[kind]
     sink: Any = _Unseekable() if forward_only else io.BytesIO()
-    with av.open(io.BytesIO(wav(seconds))) as source, av.open(sink, "w", format=muxer) as out:
+    with av.open(io.BytesIO(wav(seconds)), "r") as source, av.open(sink, "w", format=muxer) as out:
         audio = source.streams.audio[0]
         target = out.add_stream(codec, rate=rate or audio.rate)
         assert isinstance(target, av.AudioStream)
@@ -113,7 +113,7 @@ class Decoded:
 
 
 def decoded(data: bytes) -> Decoded:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.audio[0]
         samples, rate = 0, 0
         for frame in container.decode(stream):

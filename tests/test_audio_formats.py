@@ -49,8 +49,10 @@ def test_a_mp3_with_a_xing_header_says_so_and_a_streamed_one_does_not() -> None:
     streamed = audio_samples.sample("mp3-cbr-streamed")
     assert sniff(tagged) == sniff(tagged[:SNIFF_BYTES], len(tagged))
     found, plain = sniff(tagged), sniff(streamed)
-    assert found is not None and found.vbr_header
-    assert plain is not None and not plain.vbr_header
+    assert found is not None
+    assert found.vbr_header
+    assert plain is not None
+    assert not plain.vbr_header
 
 
 def test_a_mp3_without_its_id3_tag_is_still_mp3() -> None:
@@ -59,7 +61,8 @@ def test_a_mp3_without_its_id3_tag_is_still_mp3() -> None:
     frames = data[10 + size:]
     assert frames[0] == 0xFF
     found = sniff(frames)
-    assert found is not None and found.format is MP3
+    assert found is not None
+    assert found.format is MP3
 
 
 @pytest.mark.parametrize("data", [

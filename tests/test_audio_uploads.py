@@ -272,7 +272,8 @@ async def test_put_raw_measures_new_audio_and_measures_again_when_it_is_replaced
     resp, body = await put_raw(api, account, box, message_id, longer, "audio/wav")
     assert_duration(assert_success(resp, body, 201)["length"], "mp3", 5000)
     name, content_type, _ = await the_attachment(stores, account, message_id)
-    assert content_type == "audio/mpeg" and name.endswith(".mp3")
+    assert content_type == "audio/mpeg"
+    assert name.endswith(".mp3")
     # Audio nobody can measure: the earlier measure says nothing about it.
     resp, body = await put_raw(api, account, box, message_id, b"not audio at all",
                                "audio/basic")

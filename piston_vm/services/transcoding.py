@@ -22,6 +22,9 @@ from typing import Any, BinaryIO, TypeVar
 
 import av
 import av.error
+from av.audio.frame import AudioFrame
+from av.audio.stream import AudioStream
+from av.container import InputContainer
 
 from piston_vm.core import errors
 from piston_vm.core.audio_formats import AAC, MP3, SNIFF_BYTES, OutputFormat, Sniffed, sniff
@@ -274,11 +277,11 @@ class _QueueSink(io.RawIOBase):
 # -- the jobs, on a worker thread ------------------------------------------------------------
 
 
-def _first_audio_stream(container: Any) -> Any | None:
-    return next((s for s in container.streams if s.type == "audio"), None)
+def _first_audio_stream(container: InputContainer) -> AudioStream | None:
+    return next((s for s in container.streams if isinstance(s, AudioStream)), None)
 
 
-def _open_input(reader: Readable, demuxer: str | None) -> Any:
+def _open_input(reader: Readable, demuxer: str | None) -> InputContainer:
     # A known format needs no probing: garbage is refused at once instead of after megabytes.
     return av.open(reader, mode="r", format=demuxer)
 
@@ -287,7 +290,7 @@ def _demuxer(sniffed: Sniffed | None) -> str | None:
     return sniffed.format.demuxer if sniffed is not None else None
 
 
-def _declared_duration_us(container: Any, sniffed: Sniffed | None) -> int | None:
+def _declared_duration_us(container: InputContainer, sniffed: Sniffed | None) -> int | None:
     """The duration the container states, when it states one rather than FFmpeg guessing it.
 
     MP3 without a Xing/Info/VBRI header and raw AAC state nothing: FFmpeg guesses from the bit
@@ -320,7 +323,7 @@ def measure_file(reader: Readable, sniffed: Sniffed | None) -> Measured:
                 if first is None:
                     first = packet.pts
                 end = max(end, packet.pts + (packet.duration or 0))
-            if first is None or end <= first:
+            if first is None or end <= first or stream.time_base is None:
                 return Measured(True, None)
             return Measured(True, round(float((end - first) * stream.time_base) * 1000))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
@@ -328,9 +331,9 @@ def measure_file(reader: Readable, sniffed: Sniffed | None) -> Measured:
         return Measured(False, None)
 
 
-def _head_of(frame: Any, samples: int) -> Any:
+def _head_of(frame: AudioFrame, samples: int) -> AudioFrame:
     """The first `samples` samples of an audio frame, as a frame of their own."""
-    head = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=samples)
+    head = AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=samples)
     for source, target in zip(frame.planes, head.planes, strict=True):
         target.update(bytes(source)[: target.buffer_size])
     head.sample_rate = frame.sample_rate
@@ -369,7 +372,7 @@ def transcode_file(
         with av.open(sink, mode="w", format=encoding.muxer,
                      options=encoding.muxer_options) as out:
             target = out.add_stream(encoding.codec, rate=rate)
-            assert isinstance(target, av.AudioStream)
+            assert isinstance(target, AudioStream)
             target.layout = layout
             if encoding.bit_rate_voice:
                 target.bit_rate = encoding.bit_rate_for(rate, channels)
@@ -378,7 +381,7 @@ def transcode_file(
             samples = 0
             decoded_any = False
 
-            def encode(frames: list[Any]) -> None:
+            def encode(frames: list[AudioFrame]) -> None:
                 nonlocal samples
                 for frame in frames:
                     if limit is not None and samples + frame.samples > limit:
@@ -448,6 +451,11 @@ class Transcoder:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piston_vm-audio")
         return self._pool
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs that read from CouchDB now (transcodes, decode checks, measures of stored audio)."""
+        return len(self._jobs)
 
     def close(self) -> None:
         for job in list(self._jobs):
