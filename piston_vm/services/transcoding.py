@@ -37,6 +37,9 @@ T = TypeVar("T")
 # chunk being read by FFmpeg, the memory a transcode holds stays well under 1 MiB.
 OUTPUT_CHUNK_BYTES = 64 * 1024
 QUEUED_OUTPUT_CHUNKS = 4
+# The first piece goes as soon as there is this much (headers and the first frames): the time
+# to first byte is the decoder's start, not 64 KiB of encoding (16 s of audio at 32 kb/s).
+FIRST_CHUNK_BYTES = 4 * 1024
 # A reader that is asked for bytes this close ahead skips them instead of asking CouchDB again.
 FORWARD_SKIP_BYTES = 256 * 1024
 # How often a thread waiting on the event loop checks whether its job was called off.
@@ -263,7 +266,7 @@ class _QueueSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         chunk = bytes(data)
         self._buffer += chunk
-        if len(self._buffer) >= OUTPUT_CHUNK_BYTES:
+        if len(self._buffer) >= (OUTPUT_CHUNK_BYTES if self.sent else FIRST_CHUNK_BYTES):
             self.flush_chunk()
         return len(chunk)
 
