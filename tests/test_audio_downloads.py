@@ -280,6 +280,25 @@ async def test_audio_that_cannot_be_decoded_is_406_and_still_served_as_stored(
     assert (resp.status, raw) == (200, noise)
 
 
+@pytest.mark.parametrize("stored", [
+    # FFmpeg's probing would take it, and read the file it names: only known formats decode.
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+    b"ffconcat version 1.0\nfile /etc/passwd\n",
+    # Sun audio: a format FFmpeg decodes that piston_vm does not know.
+    b".snd\x00\x00\x00\x18\xff\xff\xff\xff\x00\x00\x00\x03\x00\x00\x1f\x40\x00\x00\x00\x01"
+    + b"\x00\x10" * 8000,
+])
+async def test_only_known_formats_are_decoded(
+    api: Api, account: Tenant, stored: bytes
+) -> None:
+    box = await create_box(api, account)
+    message_id = (await create_message_with_audio(api, account, box, stored,
+                                                  "audio/mpeg"))["media_id"]
+    resp, raw = await get_raw(api, raw_path(account, box, message_id), auth(account),
+                              format="wav")
+    assert error_of(resp, raw, 406)["cause"] == message_id
+
+
 async def test_a_missing_message_is_404_before_any_406(api: Api, account: Tenant) -> None:
     box = await create_box(api, account)
     missing = f"{gregorian.utc_month(gregorian.now())[0]}01-{secrets.token_hex(16)}"

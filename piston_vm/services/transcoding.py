@@ -54,6 +54,10 @@ class Cancelled(Exception):
     """The job was called off (its download went away, or the service is stopping)."""
 
 
+class Undecodable(Exception):
+    """The source holds no audio FFmpeg can decode."""
+
+
 class TranscodeFailed(Exception):
     """A transcode broke after its first bytes were sent: only a cut connection can say so."""
 
@@ -284,13 +288,17 @@ def _first_audio_stream(container: InputContainer) -> AudioStream | None:
     return next((s for s in container.streams if isinstance(s, AudioStream)), None)
 
 
-def _open_input(reader: Readable, demuxer: str | None) -> InputContainer:
+def _open_input(reader: Readable, demuxer: str) -> InputContainer:
     # A known format needs no probing: garbage is refused at once instead of after megabytes.
     return av.open(reader, mode="r", format=demuxer)
 
 
-def _demuxer(sniffed: Sniffed | None) -> str | None:
-    return sniffed.format.demuxer if sniffed is not None else None
+def _sniffed_input(reader: Readable, sniffed: Sniffed | None) -> InputContainer:
+    """Stored audio opened for decoding, only in a format sniffing recognised: FFmpeg's probing
+    would also try demuxers that open other files or URLs (HLS playlists, concat lists)."""
+    if sniffed is None:
+        raise Undecodable("no known audio format")
+    return _open_input(reader, sniffed.format.demuxer)
 
 
 def _declared_duration_us(container: InputContainer, sniffed: Sniffed | None) -> int | None:
@@ -307,11 +315,11 @@ def _declared_duration_us(container: InputContainer, sniffed: Sniffed | None) ->
     return int(duration) if duration and duration > 0 else None
 
 
-def measure_file(reader: Readable, sniffed: Sniffed | None) -> Measured:
+def measure_file(reader: Readable, sniffed: Sniffed) -> Measured:
     """Duration from the container's own statement where it has one, else from its packets
     (demuxed, not decoded)."""
     try:
-        with _open_input(reader, _demuxer(sniffed)) as container:
+        with _open_input(reader, sniffed.format.demuxer) as container:
             stream = _first_audio_stream(container)
             if stream is None:
                 return Measured(False, None)
@@ -359,7 +367,7 @@ def transcode_file(
     """
     encoding = ENCODINGS[output.keyword]
     try:
-        container = _open_input(reader, _demuxer(sniffed))
+        container = _sniffed_input(reader, sniffed)
     except av.error.FFmpegError as exc:
         raise Undecodable(str(exc)) from exc
     with container:
@@ -419,7 +427,7 @@ def transcode_file(
 def first_frame_decodes(reader: Readable, sniffed: Sniffed | None) -> bool:
     """True when the first audio stream of `reader` yields a decoded frame."""
     try:
-        with _open_input(reader, _demuxer(sniffed)) as container:
+        with _sniffed_input(reader, sniffed) as container:
             stream = _first_audio_stream(container)
             if stream is None:
                 return False
@@ -429,13 +437,9 @@ def first_frame_decodes(reader: Readable, sniffed: Sniffed | None) -> bool:
                         return True
                 except av.error.InvalidDataError:
                     continue
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
+    except (av.error.FFmpegError, OSError, ValueError, Undecodable) as exc:
         log.info("audio does not decode: %r", exc)
     return False
-
-
-class Undecodable(Exception):
-    """The source holds no audio FFmpeg can decode."""
 
 
 # -- the service ---------------------------------------------------------------------------
