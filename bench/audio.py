@@ -67,27 +67,52 @@ def tone_wav(seconds: float, rate: int, channels: int) -> bytes:
     return out.getvalue()
 
 
-def wav_to_mp3(data: bytes) -> bytes:
-    """The WAV as a 32 kb/s MP3 with a Xing header, as a phone system would store it."""
-    out = io.BytesIO()
-    with av.open(io.BytesIO(data), "r") as source, av.open(out, "w", format="mp3") as target:
+class _ForwardOnly(io.RawIOBase):
+    """Where a browser's MediaRecorder writes: forward only, so no duration in the header."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+def encode(
+    wav: bytes, muxer: str, codec: str, *, rate: int | None = None, bit_rate: int | None = None,
+    forward_only: bool = False,
+) -> bytes:
+    """A mono WAV encoded with PyAV, timestamps counted in samples (as a recorder would)."""
+    sink: _ForwardOnly | io.BytesIO = _ForwardOnly() if forward_only else io.BytesIO()
+    with av.open(io.BytesIO(wav), "r") as source, av.open(sink, "w", format=muxer) as target:
         audio = source.streams.audio[0]
-        stream = target.add_stream("libmp3lame", rate=audio.rate)
+        out_rate = rate or audio.rate
+        stream = target.add_stream(codec, rate=out_rate)
         assert isinstance(stream, av.AudioStream)
         stream.layout = "mono"
-        stream.bit_rate = 32_000
-        resampler = av.AudioResampler(format=stream.format, layout="mono", rate=audio.rate)
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        resampler = av.AudioResampler(format=stream.format, layout="mono", rate=out_rate)
         samples = 0
         for frame in source.decode(audio):
             for converted in resampler.resample(frame):
                 converted.pts = samples
-                converted.time_base = Fraction(1, audio.rate)
+                converted.time_base = Fraction(1, out_rate)
                 samples += converted.samples
                 for packet in stream.encode(converted):
                     target.mux(packet)
         for packet in stream.encode(None):
             target.mux(packet)
-    return out.getvalue()
+    return b"".join(sink.parts) if isinstance(sink, _ForwardOnly) else sink.getvalue()
+
+
+def wav_to_mp3(data: bytes) -> bytes:
+    """The WAV as a 32 kb/s MP3 with a Xing header, as a phone system would store it."""
+    return encode(data, "mp3", "libmp3lame", bit_rate=32_000)
 
 
 class AudioBench:

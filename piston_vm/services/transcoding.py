@@ -481,53 +481,47 @@ class Transcoder:
 
         return await loop.run_in_executor(self._executor(), run)
 
-    async def measure_source(self, source: ByteSource) -> Measured:
-        """Measure audio that lives in CouchDB, reading only what FFmpeg asks for."""
-        loop = asyncio.get_running_loop()
-        job = _Job(loop)
+    async def _on_source(
+        self, source: ByteSource, work: Callable[[_SourceReader, Sniffed | None], T]
+    ) -> T:
+        """Run `work` on the pool over audio that lives in CouchDB (its first bytes sniffed);
+        a failure of the source is raised as itself, not as FFmpeg's "could not read"."""
+        job = _Job(asyncio.get_running_loop())
         reader = _SourceReader(source, job)
 
-        def run() -> Measured:
+        def run() -> T:
             try:
-                sniffed = reader.sniff()
-                if sniffed is None:  # no known audio, or the source failed
-                    return Measured(False, None)
-                return measure_file(reader, sniffed)
+                return work(reader, reader.sniff())
             finally:
                 reader.close_stream()
 
         self._jobs.add(job)
         try:
-            measured = await loop.run_in_executor(self._executor(), run)
+            result = await job.loop.run_in_executor(self._executor(), run)
         finally:
             job.stop.set()
             self._jobs.discard(job)
         if reader.failure is not None:
             raise reader.failure
-        return measured
+        return result
+
+    async def measure_source(self, source: ByteSource) -> Measured:
+        """Measure audio that lives in CouchDB, reading only what FFmpeg asks for."""
+
+        def measure(reader: _SourceReader, sniffed: Sniffed | None) -> Measured:
+            if sniffed is None:  # no known audio, or the source failed
+                return Measured(False, None)
+            return measure_file(reader, sniffed)
+
+        return await self._on_source(source, measure)
 
     async def check_decodes(self, source: ByteSource, cause: str) -> None:
         """406 (`cause` names the message) unless the audio's first frame decodes."""
-        loop = asyncio.get_running_loop()
-        job = _Job(loop)
-        reader = _SourceReader(source, job)
 
-        def run() -> bool:
-            try:
-                sniffed = reader.sniff()
-                return reader.failure is None and first_frame_decodes(reader, sniffed)
-            finally:
-                reader.close_stream()
+        def decodes(reader: _SourceReader, sniffed: Sniffed | None) -> bool:
+            return reader.failure is None and first_frame_decodes(reader, sniffed)
 
-        self._jobs.add(job)
-        try:
-            decodes = await loop.run_in_executor(self._executor(), run)
-        finally:
-            job.stop.set()
-            self._jobs.discard(job)
-        if reader.failure is not None:
-            raise reader.failure
-        if not decodes:
+        if not await self._on_source(source, decodes):
             raise errors.not_acceptable(cause, "the audio cannot be decoded")
 
     async def stream(
