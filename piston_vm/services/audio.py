@@ -77,7 +77,8 @@ async def examine_upload(
     extension) whatever was declared, and measured; other bytes are stored as declared, or
     refused with 415 when the operator requires audio (before anything is written)."""
     sniffed = sniff(await _head(audio), audio.size)
-    measured = Measured(False, None)
+    # Without a reader (no file to hand FFmpeg) the signature is all there is to go on.
+    measured = Measured(sniffed is not None, None)
     if sniffed is not None and audio.reader is not None:
         measured = await transcoder.measure(audio.reader, sniffed)
     if sniffed is None or not measured.audio:
