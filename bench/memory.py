@@ -1,4 +1,5 @@
-"""Resident memory of another process, sampled every 20 ms on a thread (psutil, else /proc)."""
+"""Resident memory of another process, sampled every 20 ms on a thread, and its CPU time
+(psutil, else /proc)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,29 @@ def rss_reader(pid: int) -> tuple[Callable[[], int], str]:
             return int(handle.read().split()[1]) * page_bytes
 
     return read_proc, "/proc/statm"
+
+
+def cpu_reader(pid: int) -> Callable[[], float]:
+    """A function returning the CPU seconds (user + system, every thread) the process used."""
+    psutil = _psutil()
+    if psutil is not None:
+        process = psutil.Process(pid)
+
+        def read_psutil() -> float:
+            times = process.cpu_times()
+            return float(times.user + times.system)
+
+        return read_psutil
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = f"/proc/{pid}/stat"
+
+    def read_proc() -> float:
+        with open(stat) as handle:
+            # Fields 14 and 15 (utime, stime) follow the parenthesised command name.
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    return read_proc
 
 
 def baseline(read: Callable[[], int], seconds: float = BASELINE_S) -> int:

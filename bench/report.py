@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bench.audio import TRANSCODE_MEMORY_TARGET_MIB
+
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
@@ -29,6 +31,7 @@ STARTUP_TARGET_S = 3.0
 # The access log and the metrics may cost a single read at most this much (on/off p50).
 OBSERVABILITY_TARGET = 1.05
 STARTUP_NAME = "startup to first 200 /readyz (s)"
+AUDIO_MEMORY_NAME = "audio transcode of a large WAV (peak RSS growth, MiB)"
 OBSERVABILITY_NAME = "access log + metrics on/off (box fetch p50, c=1)"
 
 
@@ -41,6 +44,12 @@ def targets(result: JsonObject) -> list[JsonObject]:
         op = "<=" if at_most else ">="
         checks.append({"name": name, "value": value, "target": f"{op} {bound:g}{unit}",
                        "met": met})
+
+    if "audio" in result:
+        add(AUDIO_MEMORY_NAME, result["audio"]["memory"]["growth_mib"],
+            TRANSCODE_MEMORY_TARGET_MIB, at_most=True, unit=" MiB")
+    if "overhead" not in result:  # `--only audio`
+        return checks
 
     for row in result["overhead"]:
         add(f"overhead {row['operation']} c={row['concurrency']} (service/CouchDB p50)",
@@ -79,6 +88,11 @@ def markdown(result: JsonObject) -> str:
         f"Total {meta['duration_s']:.0f} s. "
         "Figures are medians of rounds after a warm-up; spreads are min–max across rounds.",
         "",
+    ]
+    met = {c["name"]: c["met"] for c in result["targets"]}
+    if "overhead" not in result:  # `--only audio`
+        return "\n".join(lines + _audio(result["audio"], met[AUDIO_MEMORY_NAME])) + "\n"
+    lines += [
         f"### 1. Overhead ({result['overhead_dataset']['messages']:,} messages, "
         f"{result['overhead_dataset']['boxes']} boxes; latency p50 / p99 ms)",
         "",
@@ -86,7 +100,6 @@ def markdown(result: JsonObject) -> str:
         "CouchDB p50 / p99 | CouchDB req/s | ratio p50 (round spread) | target |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    met = {c["name"]: c["met"] for c in result["targets"]}
     for row in result["overhead"]:
         svc, couch = row["service"], row["couchdb"]
         label, couch_label = LABELS[row["operation"]]
@@ -160,6 +173,7 @@ def markdown(result: JsonObject) -> str:
         f"{STARTUP_TARGET_S:g} s: {_mark(met[STARTUP_NAME])}).",
         "",
         *_observability(result["observability"], met[OBSERVABILITY_NAME]),
+        *(_audio(result["audio"], met[AUDIO_MEMORY_NAME]) if "audio" in result else []),
         f"### Targets: {sum(c['met'] for c in result['targets'])} of "
         f"{len(result['targets'])} met",
         "",
@@ -188,6 +202,41 @@ def _observability(row: JsonObject, met: bool) -> list[str]:
         f"{row['metrics_series']} series.",
         "",
     ]
+
+
+def _audio(row: JsonObject, met: bool) -> list[str]:
+    lines = [
+        f"### 7. Audio formats (docs/audio.md; a {row['message_s']:.0f} s message, "
+        f"{row['rounds']} rounds; CPU is the service process's, user + system)",
+        "",
+        "| transcode | audio s per CPU s (spread) | × real time | first byte ms (spread) | "
+        "output |",
+        "|---|---|---|---|---|",
+    ]
+    for key in ("wav_to_mp3", "mp3_to_wav"):
+        t = row[key]
+        cpu, ttfb = t["audio_s_per_cpu_s"], t["ttfb_ms"]
+        lines.append(
+            f"| {t['label']} | {cpu['median']:.0f} ({cpu['spread'][0]:.0f}–{cpu['spread'][1]:.0f})"
+            f" | {t['realtime_factor']['median']:.0f} | {_ms(ttfb['median'])} "
+            f"({_ms(ttfb['spread'][0])}–{_ms(ttfb['spread'][1])}) | "
+            f"{t['output_bytes'] / 1e6:.2f} MB |")
+    stored, create, peak = row["stored_ttfb_ms"], row["create"], row["memory"]
+    lines += [
+        "",
+        f"First byte of the stored bytes, for comparison: {_ms(stored['median'])} ms. "
+        f"Looking at an upload (sniffing, measuring its duration) adds "
+        f"{create['added_ms']:.1f} ms to the create of a {create['bytes'] / 1e6:.1f} MB MP3 "
+        f"({_ms(create['audio_ms']['median'])} ms, against {_ms(create['not_audio_ms']['median'])}"
+        " ms for as many bytes of no audio).",
+        "",
+        f"Peak RSS growth while it transcodes ({row['sampler']}, every 20 ms): {peak['label']}: "
+        f"+{peak['growth_mib']:.1f} MiB ({peak['baseline_mib']:.1f} → {peak['peak_mib']:.1f} "
+        f"MiB, {peak['seconds']:.1f} s; target < {TRANSCODE_MEMORY_TARGET_MIB:g} MiB: "
+        f"{_mark(met)}).",
+        "",
+    ]
+    return lines
 
 
 def plot(result: JsonObject, path: Path) -> bool:

@@ -2,10 +2,11 @@
 
 One run measures (issue 6): request overhead against the equivalent direct CouchDB requests,
 first-page latency as the account grows, the service's peak memory while streaming large audio,
-write throughput, startup time, and what the access log and metrics cost a single read. The
-service runs as its own `piston-vm serve` process on loopback; load comes from this process's
-aiohttp client. Results go to `--out` (default bench/results): latest.json, latest.md and
-latest.png.
+write throughput, startup time, what the access log and metrics cost a single read, and what
+audio formats cost (bench/audio.py). The service runs as its own `piston-vm serve` process on
+loopback; load comes from this process's aiohttp client. Results go to `--out` (default
+bench/results): latest.json, latest.md and latest.png. `--only audio` runs the audio section
+alone and writes latest-audio.json and latest-audio.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import memory, report
+from bench.audio import FULL_AUDIO, SMOKE_AUDIO, AudioBench, AudioPlan
 from bench.http import (
     Bounds,
     Couch,
@@ -87,6 +89,7 @@ class Plan:
     zip_count: int
     zip_bytes: int
     startup_rounds: int
+    audio: AudioPlan
 
 
 FULL = Plan(
@@ -97,7 +100,7 @@ FULL = Plan(
     scaling_warmup=Bounds(max_requests=5, min_requests=2, budget_s=0.3),
     boxes=50, raw_audio_bytes=1_000_000, write_audio_bytes=100_000, write_per_round=96,
     write_rounds=5, upload_bytes=50_000_000, zip_count=20, zip_bytes=5_000_000,
-    startup_rounds=3,
+    startup_rounds=3, audio=FULL_AUDIO,
 )
 SMOKE = Plan(
     mode="smoke", sizes=(100, 300), rounds=2,
@@ -107,7 +110,7 @@ SMOKE = Plan(
     scaling_warmup=Bounds(max_requests=1, min_requests=1, budget_s=0.0),
     boxes=50, raw_audio_bytes=1_000_000, write_audio_bytes=100_000, write_per_round=8,
     write_rounds=2, upload_bytes=4_000_000, zip_count=3, zip_bytes=1_000_000,
-    startup_rounds=1,
+    startup_rounds=1, audio=SMOKE_AUDIO,
 )
 
 
@@ -463,6 +466,17 @@ class Bench:
             headers=self.headers(tenant, **{"Content-Type": content_type}), expect=201)
         return str(created["data"]["media_id"])
 
+    async def audio(self) -> JsonObject:
+        """Section 7 (bench/audio.py) on a fresh service process, so that its RSS is its own."""
+        await self.start("audio")
+        assert self.service is not None
+        tenant = await self.new_tenant("Bench audio", 1)
+        section = AudioBench(self.api, self.base, tenant.path(f"/{tenant.boxes[0].id}"),
+                             tenant.token, self.service.pid, self.plan.audio)
+        result = await section.run(log.info)
+        await self.stop()
+        return result
+
     # -- the whole run -----------------------------------------------------------------------
 
     async def phase(self, name: str, started: float) -> None:
@@ -537,6 +551,10 @@ class Bench:
         result["memory"] = await self.memory(other, zip_ids)
         await self.stop()
         await self.phase("memory", t)
+
+        t = time.perf_counter()
+        result["audio"] = await self.audio()
+        await self.phase("audio", t)
         return result
 
     async def close(self) -> None:
@@ -580,14 +598,14 @@ async def cleanup_external(couch: Couch, tenants: list[Tenant]) -> None:
         await couch.delete_doc("accounts", tenant.id, str(doc["_rev"]))
 
 
-async def run(plan: Plan, couchdb_url: str | None) -> JsonObject:
+async def run(plan: Plan, couchdb_url: str | None, only: str | None = None) -> JsonObject:
     started = time.perf_counter()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="piston-vm-bench-") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
         startup_env = {"PISTON_VM_TOKEN_SECRET": secrets.token_hex(32)}
-        startup = await measure_startup(plan, work, startup_env)
+        startup = None if only else await measure_startup(plan, work, startup_env)
         startup_s = time.perf_counter() - t
         server = None
         if couchdb_url is None:
@@ -598,7 +616,8 @@ async def run(plan: Plan, couchdb_url: str | None) -> JsonObject:
         bench = Bench(plan, couch, couchdb_url, work)
         try:
             info = await couch.info()
-            result = await bench.run()
+            result: JsonObject = (
+                {"audio": await bench.audio()} if only == "audio" else await bench.run())
         finally:
             await bench.close()
             if server is None:
@@ -630,19 +649,23 @@ async def run(plan: Plan, couchdb_url: str | None) -> JsonObject:
                      "scaling_bounds": vars_of(plan.scaling_bounds)},
         },
         **result,
-        "startup": startup,
     }
+    if startup is not None:
+        result["startup"] = startup
     result["targets"] = report.targets(result)
     return result
 
 
 def write_outputs(result: JsonObject, out_dir: Path) -> None:
-    """latest.json, latest.md (also printed) and latest.png in `out_dir`."""
+    """latest.json, latest.md (also printed) and latest.png in `out_dir`; latest-audio.json and
+    latest-audio.md for a run of the audio section alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "latest" if "overhead" in result else "latest-audio"
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown(result)
-    (out_dir / "latest.md").write_text(table)
-    report.plot(result, out_dir / "latest.png")
+    (out_dir / f"{name}.md").write_text(table)
+    if "scaling" in result:
+        report.plot(result, out_dir / "latest.png")
     print(table)
 
 
@@ -664,6 +687,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, help="measured rounds per figure (default 5)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="directory for latest.json, latest.md, latest.png")
+    parser.add_argument("--only", choices=["audio"],
+                        help="run one section alone (audio: section 7, docs/audio.md)")
     return parser
 
 
@@ -682,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--rounds must be at least 1")
         plan = replace(plan, rounds=args.rounds)
     try:
-        result = asyncio.run(run(plan, args.couchdb_url))
+        result = asyncio.run(run(plan, args.couchdb_url, args.only))
     except (BenchError, devserver.DevServerError, aiohttp.ClientError) as exc:
         log.error("benchmark failed: %s", exc)
         return 1

@@ -25,6 +25,7 @@ from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.messages import MessageService
 from piston_vm.services.moves import RepairSchedule
 from piston_vm.services.notifications import DeliveryStatus
+from piston_vm.services.transcoding import Transcoder
 from piston_vm.services.vmboxes import VmboxService
 from piston_vm.services.webhooks import WebhookService
 from piston_vm.storage.couch import CouchClient
@@ -70,13 +71,15 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
     couch = CouchClient(settings.couchdb, settings.couchdb_timeout_s, settings.couchdb_w, metrics)
     metrics.watch_writes_short_of_quorum(lambda: couch.writes_short_of_quorum)
     await couch.start()
+    # One FFmpeg pool per process (docs/audio.md); its jobs end before the CouchDB client.
+    transcoder = Transcoder(settings.transcode_workers)
     try:
         stores = Stores.build(settings, couch)
         await stores.accounts.ensure_accounts_db()
         app[STORES] = stores
-        migrator = LegacyMigrator(stores, settings)
+        migrator = LegacyMigrator(stores, settings, transcoder)
         app[MIGRATOR] = migrator
-        parts = (stores, app[VALIDATOR], settings, migrator, app[MOVE_REPAIRS])
+        parts = (stores, app[VALIDATOR], settings, migrator, app[MOVE_REPAIRS], transcoder)
         app[MESSAGES] = MessageService(*parts)
         app[VMBOXES] = VmboxService(*parts)
         app[DOWNLOADS] = DownloadService(app[MESSAGES])
@@ -86,6 +89,7 @@ async def couchdb_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[LIVE_FEED].close()
     finally:
+        transcoder.close()
         await couch.close()
 
 

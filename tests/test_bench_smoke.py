@@ -118,15 +118,26 @@ def test_smoke_run_reports_every_metric(tmp_path: Path) -> None:
     assert positive(observability["ratio_p50"])
     assert observability["metrics_series"] > 0
 
+    audio = result["audio"]
+    for key in ("wav_to_mp3", "mp3_to_wav"):
+        assert positive(audio[key]["audio_s_per_cpu_s"]["median"]), audio[key]
+        assert positive(audio[key]["ttfb_ms"]["median"]), audio[key]
+        assert positive(audio[key]["output_bytes"]), audio[key]
+    assert positive(audio["stored_ttfb_ms"]["median"])
+    assert math.isfinite(audio["create"]["added_ms"])
+    assert positive(audio["memory"]["baseline_mib"])
+    assert math.isfinite(audio["memory"]["growth_mib"])
+    assert audio["memory"]["bytes"] >= SMOKE.audio.big_bytes * 0.99
+
     targets = result["targets"]
-    assert len(targets) == len(overhead) + 2 + len(MEMORY_OPERATIONS) + 3
+    assert len(targets) == len(overhead) + 2 + len(MEMORY_OPERATIONS) + 3 + 1
     for target in targets:
         assert isinstance(target["met"], bool), target
         assert math.isfinite(target["value"]), target
 
     table = (tmp_path / "latest.md").read_text()
     for heading in ("1. Overhead", "2. Scaling", "3. Memory", "4. Write throughput",
-                    "5. Startup", "6. Cost of the access log and metrics"):
+                    "5. Startup", "6. Cost of the access log and metrics", "7. Audio formats"):
         assert heading in table
     if find_spec("matplotlib") is not None:
         assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

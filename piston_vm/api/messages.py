@@ -17,10 +17,10 @@ from piston_vm.core.media import (
     content_disposition,
 )
 from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import AudioInput, AudioService
+from piston_vm.services.audio import AudioInput
 from piston_vm.services.messages import MessageService, message_ids
 from piston_vm.web import envelope
-from piston_vm.web.audio import audio_response, zip_response
+from piston_vm.web.audio import audio_response, transcoded_response, zip_response
 from piston_vm.web.keys import (
     CONTEXT,
     DOWNLOADS,
@@ -106,7 +106,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
 def _audio_input(filename: Any, upload: UploadedFile) -> AudioInput:
     name = attachment_name(_filename(filename), upload.content_type, gregorian.now())
-    return AudioInput(name, upload.content_type, upload.size, upload.chunks)
+    return AudioInput(name, upload.content_type, upload.size, upload.chunks, upload.reader)
 
 
 def _filename(value: Any) -> str | None:
@@ -146,9 +146,20 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
     box_id, message_id = _ids(request)
-    download = await request.app[DOWNLOADS].recording(account_of(request), box_id, message_id)
-    return await audio_response(request, request.app[DOWNLOADS].audio, download.source,
-                                content_disposition(download.filename))
+    downloads = request.app[DOWNLOADS]
+    download = await downloads.recording(
+        account_of(request), box_id, message_id, _format(request), request.headers.get("Accept"))
+    disposition = content_disposition(download.filename)
+    if download.output is not None:
+        return await transcoded_response(request, downloads.transcoded(download),
+                                         download.output.content_type, disposition)
+    return await audio_response(request, downloads.audio, download.source, disposition)
+
+
+def _format(request: web.Request) -> str | None:
+    """The request value `format` (docs/audio.md): `?format=mp3`, or `data.format`."""
+    value = request[CONTEXT].value("format")
+    return value if isinstance(value, str) else None
 
 
 async def put_audio(request: web.Request) -> web.StreamResponse:
@@ -159,7 +170,7 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
     async with _upload(request) as upload:
         audio_file = _single_file(upload.files, required=True)
         assert audio_file is not None
-        doc = await AudioService(service.stores).replace(
+        doc = await service.replace_audio(
             ctx.call(), found, _audio_input(ctx.value("filename"), audio_file))
     return envelope.success(request, docs.public_metadata(doc, 0), status=HTTPStatus.CREATED,
                             headers={"Location": _location(request, message_id)})
@@ -168,5 +179,6 @@ async def put_audio(request: web.Request) -> web.StreamResponse:
 async def zip_audio(request: web.Request) -> web.StreamResponse:
     ctx, box_id = request[CONTEXT], _ids(request)[0]
     downloads = request.app[DOWNLOADS]
-    entries = await downloads.recordings(account_of(request), box_id, message_ids(ctx.data))
-    return await zip_response(request, downloads.audio, entries, f"{ctx.request_id}.zip")
+    entries = await downloads.recordings(account_of(request), box_id, message_ids(ctx.data),
+                                         _format(request))
+    return await zip_response(request, downloads, entries, f"{ctx.request_id}.zip")

@@ -132,6 +132,10 @@ class Settings:
     public_url: str | None = None
     # The browser inbox at / and /inbox/… (README, "The inbox"); off: those routes do not exist.
     inbox: bool = True
+    # Audio formats (docs/audio.md): refuse uploads that are no known audio (415), and how many
+    # FFmpeg jobs (transcodes, duration measurements) one process runs at once.
+    require_audio: bool = False
+    transcode_workers: int = 4
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
@@ -169,6 +173,7 @@ _INT_FIELDS = {
     "SMTP_PORT": "smtp_port",
     "EMAIL_ATTACHMENT_MAX_BYTES": "email_attachment_max_bytes",
     "EMAIL_RETRIES": "email_retries",
+    "TRANSCODE_WORKERS": "transcode_workers",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
@@ -215,6 +220,7 @@ _SWITCH_FIELDS = {
     "EVENTS": "events",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "INBOX": "inbox",
+    "REQUIRE_AUDIO": "require_audio",
 }
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
@@ -283,6 +289,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
     if values.get("event_shards", 1) < 1:
         raise ValueError(f"{ENV_PREFIX}EVENT_SHARDS must be at least 1")
+    if values.get("transcode_workers", 1) < 1:
+        raise ValueError(f"{ENV_PREFIX}TRANSCODE_WORKERS must be at least 1")
     if values.get("metrics_port") == 0:
         # 0 would be "any free port": a scraper could never find it.
         del values["metrics_port"]

@@ -146,6 +146,13 @@ def unsupported_media_type(content_type: str) -> ApiError:
     )
 
 
+def not_acceptable(cause: str, message: str) -> ApiError:
+    """406: a download format that cannot be produced, or stored audio that cannot be decoded
+    (docs/audio.md)."""
+    return ApiError(HTTPStatus.NOT_ACCEPTABLE, "not_acceptable",
+                    {"message": message, "cause": cause})
+
+
 def range_not_satisfiable(length: int) -> ApiError:
     return ApiError(
         HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,

@@ -47,6 +47,12 @@ def extension_for(content_type: str) -> str:
     return _EXTENSIONS.get(_mime(content_type), "")
 
 
+def with_extension(name: str, extension: str) -> str:
+    """`name` with its last extension replaced by `extension` (added when it has none)."""
+    stem, _ = _split_extension(name)
+    return f"{stem.rstrip('.')}.{extension}" if extension else name
+
+
 def content_type_for_extension(ext: str) -> str:
     return _CONTENT_TYPES.get(ext.lstrip(".").lower(), DEFAULT_AUDIO_CONTENT_TYPE)
 
@@ -313,6 +319,8 @@ class _Entry:
     zip64: bool  # sizes as 8 bytes in the local header's extra and the data descriptor
     crc: int = 0
     counted: int = 0
+    # False while the entry's size is still unknown (`size` is then the most it may reach).
+    sized: bool = True
 
 
 def _local_header(entry: _Entry) -> bytes:
@@ -431,10 +439,12 @@ class ZipStream:
     _current: _Entry | None = None
     _finished: bool = False
 
-    def start_entry(self, name: str, size: int, modified: datetime) -> bytes:
+    def start_entry(self, name: str, size: int | None, modified: datetime) -> bytes:
+        """Open an entry of `size` bytes; None when the size is known only at its end (a
+        transcoded recording: docs/audio.md), which must then stay under 4 GiB."""
         if self._current is not None or self._finished:
             raise RuntimeError("ZipStream: an entry is open or the archive is finished")
-        if size < 0:
+        if size is not None and size < 0:
             raise ValueError(f"negative size for ZIP entry {name!r}")
         encoded = name.encode()
         dos_time, dos_date = _dos_time(modified)
@@ -444,8 +454,9 @@ class ZipStream:
             dos_time=dos_time,
             dos_date=dos_date,
             offset=self._offset,
-            size=size,
-            zip64=size >= ZIP64_LIMIT_BYTES,
+            size=ZIP64_LIMIT_BYTES - 1 if size is None else size,
+            zip64=size is not None and size >= ZIP64_LIMIT_BYTES,
+            sized=size is not None,
         )
         return self._emit(_local_header(self._current))
 
@@ -461,6 +472,8 @@ class ZipStream:
 
     def end_entry(self) -> bytes:
         entry = self._open_entry()
+        if not entry.sized:
+            entry.size = entry.counted
         if entry.counted != entry.size:
             raise ValueError(
                 f"ZIP entry {entry.name!r} got {entry.counted} bytes, announced {entry.size}"

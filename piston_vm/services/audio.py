@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 from piston_vm.core import errors, gregorian
+from piston_vm.core.audio_formats import SNIFF_BYTES, format_of_type, sniff
 from piston_vm.core.call import Call
 from piston_vm.core.documents import stamp_auth
+from piston_vm.core.media import extension_for, with_extension
 from piston_vm.services import message_docs as docs
 from piston_vm.services.message_docs import Located
+from piston_vm.services.transcoding import ByteSource, Measured, Transcoder
 from piston_vm.storage.couch import Attachment, DbNotFound, DocConflict, DocNotFound
 from piston_vm.storage.names import DbName
 from piston_vm.storage.stores import Stores
@@ -29,15 +32,67 @@ NO_AUDIO_CAUSE = "voicemail message does not have any audio file"
 
 @dataclass(frozen=True, slots=True)
 class AudioInput:
-    """Audio a client sent: its attachment name and type, its size, and fresh byte streams."""
+    """Audio a client sent: its attachment name and type, its size, and fresh byte streams.
+
+    `reader` opens the bytes as a file of their own (FFmpeg reads it on a worker thread).
+    """
 
     name: str
     content_type: str
     size: int
     chunks: Callable[[], AsyncIterator[bytes]]
+    reader: Callable[[], BinaryIO] | None = None
 
     def attachment(self) -> Attachment:
         return Attachment(self.name, self.content_type, self.size, self.chunks())
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """An upload after a look at its bytes: stored as the type they are, and how long it is."""
+
+    audio: AudioInput
+    duration_ms: int | None
+
+
+async def _head(audio: AudioInput) -> bytes:
+    head = bytearray()
+    chunks = audio.chunks()
+    try:
+        async for chunk in chunks:
+            head += chunk
+            if len(head) >= SNIFF_BYTES:
+                break
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+    return bytes(head[:SNIFF_BYTES])
+
+
+async def examine_upload(
+    audio: AudioInput, transcoder: Transcoder, require_audio: bool
+) -> Examined:
+    """docs/audio.md, "Uploads": bytes of a known audio format are stored as that type (and
+    extension) whatever was declared, and measured; other bytes are stored as declared, or
+    refused with 415 when the operator requires audio (before anything is written)."""
+    sniffed = sniff(await _head(audio), audio.size)
+    # Without a reader (no file to hand FFmpeg) the signature is all there is to go on.
+    measured = Measured(sniffed is not None, None)
+    if sniffed is not None and audio.reader is not None:
+        measured = await transcoder.measure(audio.reader, sniffed)
+    if sniffed is None or not measured.audio:
+        if require_audio:
+            raise errors.unsupported_media_type(audio.content_type or "application/octet-stream")
+        return Examined(audio, None)
+    if format_of_type(audio.content_type) is not sniffed.format:
+        content_type = sniffed.format.content_type
+        # The platform's extension where its table has one (docs/storage.md 5.4), else the
+        # format's own (flac, webm, …).
+        extension = extension_for(content_type) or sniffed.format.extension
+        audio = replace(audio, content_type=content_type,
+                        name=with_extension(audio.name, extension))
+    return Examined(audio, measured.duration_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +197,14 @@ class AudioService:
                 yield chunk
 
     async def replace(
-        self, call: Call, located: Located, audio: AudioInput
+        self, call: Call, located: Located, audio: AudioInput, duration_ms: int | None = None
     ) -> JsonObject:
         """Swap the message's audio in one write: the new recording in, every old one out.
 
         One revision carries both, so no reader ever sees a message with two recordings or
         none, and a change that got in first makes this write fail (and re-read) instead of
-        being overwritten.
+        being overwritten. The new audio's duration becomes metadata.length unless a client
+        or the callflow gave one (docs/audio.md).
         """
         doc = dict(located.doc)
         for _ in range(SAVE_ATTEMPTS):
@@ -160,6 +216,7 @@ class AudioService:
             stamp_auth(updated, call)
             if isinstance(updated.get("name"), str):
                 docs.set_name(updated, updated["name"])
+            docs.set_measured_length(updated, duration_ms)
             try:
                 await self.stores.messages.save_with_audio(
                     located.modb, updated, [audio.attachment()])
@@ -174,6 +231,10 @@ class AudioService:
                     raise errors.bad_identifier(located.id) from None
                 doc = fresh
         raise errors.datastore_conflict()
+
+    def byte_source(self, source: AudioSource) -> ByteSource:
+        """The audio as FFmpeg reads it: from any offset, straight from CouchDB."""
+        return ByteSource(source.length, lambda start: self.chunks(source, start))
 
     def holds(self, copy: JsonObject, audio: AudioSource | None) -> bool:
         """True when `copy` stores exactly `audio` (same name, length and digest), or no audio

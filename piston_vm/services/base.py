@@ -14,6 +14,7 @@ from piston_vm.core.listing import Cursor, fill_page
 from piston_vm.core.validation import SchemaValidator
 from piston_vm.services.legacy import LegacyMigrator
 from piston_vm.services.moves import Mover, RepairSchedule
+from piston_vm.services.transcoding import Transcoder
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.names import DbName, is_box_id, yyyymm
 from piston_vm.storage.stores import Stores
@@ -67,12 +68,17 @@ class Service:
         settings: Settings,
         migrator: LegacyMigrator,
         repairs: RepairSchedule | None = None,
+        transcoder: Transcoder | None = None,
     ) -> None:
         self.stores = stores
         self.validator = validator
         self.settings = settings
         self.migrator = migrator
         self.repairs = repairs
+        # Shared with the app (one FFmpeg pool per process); a service built alone (a command,
+        # a test) gets its own, which starts no thread until audio needs one.
+        self.transcoder = transcoder if transcoder is not None else Transcoder(
+            settings.transcode_workers)
         self.mover = Mover(stores, settings.default_timezone)
 
     async def repair_moves(self, account: Account) -> None:

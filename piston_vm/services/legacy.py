@@ -18,7 +18,9 @@ from piston_vm.core import errors, gregorian
 from piston_vm.core.config import Settings
 from piston_vm.core.media import content_type_for_extension
 from piston_vm.services import message_docs as docs
+from piston_vm.services.audio import AudioService, AudioSource
 from piston_vm.services.timezones import box_timezone
+from piston_vm.services.transcoding import Transcoder
 from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DbNotFound, DocConflict, StorageError
 from piston_vm.storage.names import DbName, message_month, yyyymm
@@ -173,6 +175,11 @@ def migrated_id(time: int, old_id: str) -> str:
     return f"{yyyymm(*gregorian.utc_month(time))}-{old_id}"
 
 
+def lacks_length(element: JsonObject) -> bool:
+    """A legacy element whose `length` nobody wrote: its audio is measured (docs/audio.md)."""
+    return element.get("length") in (None, "")
+
+
 def migrated_document(
     account: Account,
     box: JsonObject,
@@ -181,13 +188,17 @@ def migrated_document(
     time: int,
     zone_name: str,
     node_name: str,
+    length_ms: int | None = None,
 ) -> tuple[DbName, JsonObject]:
-    """docs/storage.md 6.2 steps 2–4: the MODB and the document one legacy element becomes."""
+    """docs/storage.md 6.2 steps 2–4: the MODB and the document one legacy element becomes;
+    `length_ms` is the measured duration of an element without a length."""
     modb = account.db.modb(*gregorian.utc_month(time))
     new_id = migrated_id(time, old_id)
     metadata = {k: v for k, v in element.items() if k not in _BOOKKEEPING_KEYS}
     metadata["media_id"] = new_id
     metadata["timestamp"] = time
+    if length_ms:
+        metadata["length"] = length_ms
     extension = media_extension(box)
     attachment = f"{secrets.token_hex(16)}.{extension}"
     doc: JsonObject = {
@@ -221,6 +232,8 @@ def migrated_document(
         "pvt_moved_to_modb": "true",
         "pvt_previous_id": old_id,
     }
+    if length_ms:
+        doc[docs.LENGTH_MEASURED] = True
     doc["pvt_document_hash"] = docs.document_hash(doc)
     return modb, doc
 
@@ -271,9 +284,14 @@ class LegacyMigrator:
     conflict-as-success, and the re-reading box update.
     """
 
-    def __init__(self, stores: Stores, settings: Settings) -> None:
+    def __init__(
+        self, stores: Stores, settings: Settings, transcoder: Transcoder | None = None
+    ) -> None:
         self.stores = stores
         self.settings = settings
+        # Measures the audio of elements without a length; the app shares its pool.
+        self.transcoder = transcoder if transcoder is not None else Transcoder(
+            settings.transcode_workers)
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._clean_accounts: dict[str, float] = {}
@@ -357,6 +375,10 @@ class LegacyMigrator:
             zone_name = await box_timezone(
                 self.stores, account, box, self.settings.default_timezone)
             now = gregorian.now()
+            lengths = {} if dry_run else await self._measured_lengths(
+                account, [(i, old_id) for i, old_id in wanted
+                          if isinstance(elements[i], dict) and lacks_length(elements[i])],
+                media)
             for index, old_id in wanted:
                 media_doc = media.get(old_id)
                 if media_doc is not None and not media_doc.get("_attachments"):
@@ -367,7 +389,8 @@ class LegacyMigrator:
                     continue
                 time, stable = message_time(elements[index], media_doc, box, now)
                 modb, doc = migrated_document(account, box, elements[index], old_id, time,
-                                              zone_name, self.settings.node_name)
+                                              zone_name, self.settings.node_name,
+                                              lengths.get(index))
                 planned.append(_Planned(index, old_id, modb, doc, stable))
 
         if dry_run:
@@ -398,6 +421,37 @@ class LegacyMigrator:
         report.migrated = len(succeeded)
         report.failed.update(failures.values())
         return report
+
+    async def _measured_lengths(
+        self, account: Account, wanted: list[tuple[int, str]],
+        media: dict[str, JsonObject | None],
+    ) -> dict[int, int]:
+        """Durations of the elements' audio, by element index (docs/audio.md); an element
+        whose audio cannot be read or measured keeps no length, as before."""
+        audio = AudioService(self.stores)
+
+        async def measure(old_id: str) -> int | None:
+            media_doc = media.get(old_id) or {}
+            attachments = media_doc.get("_attachments")
+            if not isinstance(attachments, dict) or not attachments:
+                return None
+            # The link form's rule (docs/storage.md 5.4): the media document's first attachment.
+            name = next(iter(attachments))
+            stub = attachments[name] if isinstance(attachments[name], dict) else {}
+            source = AudioSource(account.db, old_id, name, str(stub.get("content_type")),
+                                 int(stub.get("length", 0)), stub.get("digest"), name,
+                                 media_doc.get("_rev"))
+            try:
+                measured = await self.transcoder.measure_source(audio.byte_source(source))
+            except (errors.ApiError, StorageError) as error:
+                log.warning("legacy audio %s of account %s not measured: %r", old_id,
+                            account.id, error)
+                return None
+            return measured.duration_ms
+
+        found = await asyncio.gather(*(measure(old_id) for _, old_id in wanted))
+        return {index: length for (index, _), length in zip(wanted, found, strict=True)
+                if length}
 
     async def _media_docs(
         self, account: Account, old_ids: list[str]

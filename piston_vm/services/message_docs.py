@@ -94,6 +94,40 @@ def set_name(doc: JsonObject, name: str) -> None:
     doc["pvt_alphanum_name"] = alphanum_name(name)
 
 
+# Set on a message whose metadata.length piston_vm measured from its audio (docs/audio.md): a
+# new recording may then measure it again, where a length a client or the callflow gave stays.
+LENGTH_MEASURED = "pvt_length_measured"
+# The platform's length when nobody gave one (docs/api.md 9.9).
+DEFAULT_LENGTH = 1
+
+
+def length_is_given(doc: JsonObject) -> bool:
+    """True when the stored metadata.length came from a client or the callflow."""
+    metadata = doc.get("metadata")
+    length = metadata.get("length") if isinstance(metadata, dict) else None
+    if doc.get(LENGTH_MEASURED) is True or length is None:
+        return False
+    return not (isinstance(length, int) and length in (0, DEFAULT_LENGTH))
+
+
+def set_measured_length(doc: JsonObject, duration_ms: int | None) -> None:
+    """New audio's duration as metadata.length, unless a client or the callflow gave one.
+
+    A duration that cannot be read leaves the platform's default: a length measured from
+    earlier audio says nothing about this one.
+    """
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, dict) or length_is_given(doc):
+        return
+    metadata = dict(metadata)
+    if duration_ms:
+        metadata["length"] = duration_ms
+        doc[LENGTH_MEASURED] = True
+    elif doc.pop(LENGTH_MEASURED, None) is not None:
+        metadata["length"] = DEFAULT_LENGTH
+    doc["metadata"] = metadata
+
+
 def public_metadata(doc: JsonObject, retention_timestamp: int) -> JsonObject:
     """What a single-message answer shows: metadata + transcription + retention marks."""
     metadata = doc.get("metadata")

@@ -25,7 +25,7 @@ from piston_vm.core.documents import (
 )
 from piston_vm.core.listing import Cursor, build_filters, descending, paging, passes
 from piston_vm.services import message_docs as docs
-from piston_vm.services.audio import AudioInput
+from piston_vm.services.audio import AudioInput, AudioService, examine_upload
 from piston_vm.services.base import ListPage, Service, modb_cursor
 from piston_vm.services.message_docs import Located
 from piston_vm.services.timezones import box_timezone
@@ -256,7 +256,14 @@ class MessageService(Service):
         """A new message, with its audio when given, in one CouchDB write: a crash at any
         moment leaves no message or a whole one (docs/integrity.md, "Creates")."""
         fields = self.validate_metadata(call.data)
+        duration_ms = None
+        if audio is not None:
+            examined = await examine_upload(audio, self.transcoder, self.settings.require_audio)
+            audio, duration_ms = examined.audio, examined.duration_ms
         modb, doc = await self.build_new(call, account, box, fields)
+        if audio is not None:
+            docs.set_measured_length(doc, duration_ms)
+            doc["pvt_document_hash"] = docs.document_hash(doc)
         if idempotency_key is not None:
             earlier = await self._earlier_create(account, box, idempotency_key, modb, doc)
             if earlier is not None:
@@ -309,6 +316,12 @@ class MessageService(Service):
         doc["metadata"]["media_id"] = keyed_id
         doc["pvt_document_hash"] = docs.document_hash(doc)
         return None
+
+    async def replace_audio(self, call: Call, found: Located, audio: AudioInput) -> JsonObject:
+        """docs/api.md 9.17: the message's new recording, looked at first like any upload."""
+        examined = await examine_upload(audio, self.transcoder, self.settings.require_audio)
+        return await AudioService(self.stores).replace(
+            call, found, examined.audio, examined.duration_ms)
 
     # -- single message --------------------------------------------------------------------
 

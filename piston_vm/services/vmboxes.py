@@ -84,7 +84,7 @@ class VmboxService(Service):
     def messages(self) -> MessageService:
         """The message use cases a box delete takes its messages with."""
         return MessageService(self.stores, self.validator, self.settings, self.migrator,
-                              self.repairs)
+                              self.repairs, self.transcoder)
 
     async def load(self, account: Account, box_id: str) -> JsonObject:
         return await self.live_box(account, box_id)

@@ -1,8 +1,10 @@
-"""Audio answers: one recording with Range support, or a ZIP of several, streamed."""
+"""Audio answers: one recording with Range support, one transcoded as it streams, or a ZIP of
+several, streamed."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -10,7 +12,8 @@ from piston_vm.core import errors, gregorian
 from piston_vm.core.media import ZipStream, answer_range, content_disposition
 from piston_vm.core.metrics import AUDIO_OUT
 from piston_vm.services.audio import AudioService, AudioSource
-from piston_vm.services.downloads import Download
+from piston_vm.services.downloads import Download, DownloadService
+from piston_vm.services.transcoding import TranscodeFailed
 from piston_vm.web.keys import CONTEXT, METRICS
 
 log = logging.getLogger(__name__)
@@ -60,11 +63,60 @@ async def audio_response(
     return response
 
 
+async def transcoded_response(
+    request: web.Request, chunks: AsyncIterator[bytes], content_type: str, filename_header: str
+) -> web.StreamResponse:
+    """Stream a recording as FFmpeg writes it (docs/audio.md): its length is known only at the
+    end, so no Content-Length and no ranges; a Range header gets the whole body, 200."""
+    try:
+        # 406 (or CouchDB's 503) is still a JSON error here: nothing has been sent.
+        first = await anext(chunks, b"")
+    except BaseException:
+        await _close(chunks)
+        raise
+    response = web.StreamResponse(status=200)
+    response.headers["Content-Type"] = content_type
+    response.headers["Content-Disposition"] = filename_header
+    response.headers["Accept-Ranges"] = "none"
+    if request.method == "HEAD":
+        await _close(chunks)
+        await response.prepare(request)
+        return response
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    body = _Body(request, response)
+    try:
+        await body.write(first, len(first))
+        async for chunk in chunks:
+            await body.write(chunk, len(chunk))
+    except (TranscodeFailed, errors.ApiError) as failure:
+        _cut(request, "transcoded download", failure)
+        return response
+    finally:
+        await _close(chunks)
+    await response.write_eof()
+    return response
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    """End a byte stream now: its CouchDB response, or its transcode, is released at once."""
+    closer = getattr(chunks, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+def _cut(request: web.Request, what: str, failure: BaseException) -> None:
+    # Headers are gone: the only honest signal left is a broken download.
+    log.error("%s aborted after it started: %r", what, failure)
+    if request.transport is not None:
+        request.transport.close()
+
+
 async def zip_response(
-    request: web.Request, audio: AudioService, entries: list[Download], filename: str
+    request: web.Request, downloads: DownloadService, entries: list[Download], filename: str
 ) -> web.StreamResponse:
     """Stream a ZIP of stored (not recompressed) entries; memory is one chunk (docs/decisions.md
-    D-5, P-14)."""
+    D-5, P-14). Entries with an output format are transcoded on the way (docs/audio.md)."""
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = "application/zip"
     response.headers["Content-Disposition"] = content_disposition(filename)
@@ -75,16 +127,21 @@ async def zip_response(
     try:
         for entry in entries:
             modified = gregorian.to_datetime(entry.recorded_gregorian_s)
-            await body.write(archive.start_entry(entry.filename, entry.source.length, modified))
-            async for chunk in audio.chunks(entry.source):
-                await body.write(archive.write(chunk), len(chunk))
+            if entry.output is None:
+                size: int | None = entry.source.length
+                chunks = downloads.audio.chunks(entry.source)
+            else:
+                size, chunks = None, downloads.transcoded(entry)
+            await body.write(archive.start_entry(entry.filename, size, modified))
+            try:
+                async for chunk in chunks:
+                    await body.write(archive.write(chunk), len(chunk))
+            finally:
+                await _close(chunks)
             await body.write(archive.end_entry())
         await body.write(archive.finish())
-    except errors.ApiError as error:
-        # Headers are gone: the only honest signal left is a broken download.
-        log.error("ZIP stream aborted after it started: %s %s", error.message, error.data)
-        if request.transport is not None:
-            request.transport.close()
+    except (errors.ApiError, TranscodeFailed, ValueError) as failure:
+        _cut(request, "ZIP stream", failure)
         return response
     await response.write_eof()
     return response

@@ -378,7 +378,10 @@ def _own_schemas() -> JsonObject:
             "type": "object",
             "required": ["messages"],
             "properties": {"messages": {"allOf": [component_ref("MessageIds")],
-                                        "minItems": 1}},
+                                        "minItems": 1},
+                           "format": {"type": "string", "enum": ["wav", "mp3", "ogg", "m4a"],
+                                      "description": "Every entry in this format "
+                                                     "(docs/audio.md)"}},
         },
         "ApiAuthRequest": {
             "type": "object",
@@ -475,6 +478,8 @@ _ERROR_STATUSES: dict[int, tuple[str, str]] = {
     404: ("NotFound", "Unknown or malformed account, box or message; unknown route; bad page "
                       "size (`faulty_request`)"),
     405: ("MethodNotAllowed", "A tunnelled `verb` the path does not allow (3.4)"),
+    406: ("NotAcceptable", "A download format that cannot be produced, or audio that cannot "
+                           "be decoded (docs/audio.md)"),
     409: ("Conflict", "An existing id, or an update that kept conflicting"),
     413: ("PayloadTooLarge", "Body over the size limit, or bad base64 (3.2)"),
     415: ("UnsupportedMediaType",
@@ -538,7 +543,9 @@ def _headers_components() -> JsonObject:
                                 "schema": {"type": "string"}},
         "Content-Range": {"description": "`bytes first-last/length` when a Range was sent",
                           "schema": {"type": "string"}},
-        "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+        "Accept-Ranges": {"description": "`none` on an answer transcoded as it streams "
+                                         "(docs/audio.md)",
+                          "schema": {"type": "string", "enum": ["bytes", "none"]}},
     }
 
 
@@ -691,6 +698,11 @@ def _operations() -> dict[tuple[str, str], Operation]:
     range_header = {"name": "Range", "in": "header", "required": False,
                     "schema": {"type": "string"},
                     "description": "`bytes=S-`, `bytes=S-E`; see the table in docs/api.md 9.16"}
+    audio_format = _query(
+        "format", {"type": "string", "enum": ["wav", "mp3", "ogg", "m4a"]},
+        "The audio in this format, transcoded as it streams when stored otherwise; without it "
+        "an `Accept` naming audio types chooses (q-values; the stored type wins ties). "
+        "docs/audio.md")
     idempotency_key = {
         "name": "Idempotency-Key", "in": "header", "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -771,7 +783,8 @@ def _operations() -> dict[tuple[str, str], Operation]:
                      "headers": {**_REQUEST_ID_HEADER, "Content-Disposition": {
                          "$ref": "#/components/headers/Content-Disposition"}},
                      "content": {"application/zip": {"schema": _BINARY}}}},
-            _json_body(component_ref("ZipRequest")), statuses=(404, 409, 500)),
+            _json_body(component_ref("ZipRequest")), parameters=(audio_format,),
+            statuses=(404, 406, 409, 500)),
         (_MESSAGE, "GET"): Operation(
             "Fetch a message's metadata", "9.13",
             _message_success(200, "The message metadata"), statuses=(404, 409)),
@@ -785,9 +798,10 @@ def _operations() -> dict[tuple[str, str], Operation]:
             statuses=(404, 409)),
         (_MESSAGE + "/raw", "GET"): Operation(
             "Download a message's audio", "9.16",
-            {"200": _audio_response("The whole audio, with its stored Content-Type"),
-             "206": _audio_response("Part of the audio")},
-            parameters=(range_header,), statuses=(404, 409, 416, 500)),
+            {"200": _audio_response("The whole audio, with its stored Content-Type, or "
+                                    "transcoded (chunked, `Accept-Ranges: none`)"),
+             "206": _audio_response("Part of the stored audio")},
+            parameters=(range_header, audio_format), statuses=(404, 406, 409, 416, 500)),
         (_MESSAGE + "/raw", "PUT"): Operation(
             "Upload or replace a message's audio", "9.17",
             _message_success(201, "The message metadata"), _upload_body(None),

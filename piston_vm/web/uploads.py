@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import io
+import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -61,9 +63,49 @@ class UploadedFile:
             yield chunk
             await asyncio.sleep(0)
 
+    def reader(self) -> BinaryIO:
+        """The bytes as a read-only file with a position of its own: a decoder on another thread
+        reads it while nothing else moves the spool's offset."""
+        if self.memory is not None:
+            return io.BytesIO(self.memory)
+        assert self.spool is not None
+        self.spool.flush()
+        return io.BufferedReader(_PositionalReader(self.spool.fileno(), self.size))
+
     def discard(self) -> None:
         if self.spool is not None:
             self.spool.close()
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a file descriptor with pread: its offset is its own, and the fd stays open."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(base + offset, 0)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self.fd, min(len(buffer), max(self.size - self.position, 0)),
+                        self.position)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 @dataclass(slots=True)
