@@ -15,6 +15,7 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY couchdb/account ./couchdb/account
 COPY couchdb/accounts ./couchdb/accounts
 COPY couchdb/modb ./couchdb/modb
+COPY couchdb/events ./couchdb/events
 COPY schemas ./schemas
 ENV PISTON_VM_COUCHDB_DIR=/app/couchdb \
     PISTON_VM_SCHEMAS_DIR=/app/schemas \

@@ -60,3 +60,15 @@ def test_design_docs_use_javascript_and_only_builtin_reduces(path: Path) -> None
             assert view.get("reduce", "_count") in ("_count", "_sum", "_stats")
         else:
             assert set(view) == {"map"}
+
+
+def test_the_image_carries_every_folder_of_design_documents() -> None:
+    """The Dockerfile copies couchdb/ folder by folder (not the bundled server): a new folder
+    of design documents left out would start a service without those views."""
+    root = Path(__file__).resolve().parents[1]
+    dockerfile = (root / "Dockerfile").read_text()
+    folders = sorted(p.name for p in (root / "couchdb").iterdir()
+                     if p.is_dir() and p.name != "devserver")
+    assert folders
+    for name in folders:
+        assert f"COPY couchdb/{name} ./couchdb/{name}" in dockerfile, name
