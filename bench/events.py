@@ -209,6 +209,7 @@ async def _measure(couch: Couch, couchdb_url: str, env: dict[str, str], base: st
             "writes_per_s": count / (max(answered.values()) - started),
         }
         log.info("%d writers: %s", writers, figures[f"writers_{writers}"])
+    await asyncio.sleep(10)  # the attempts of the last burst are logged, the engine is idle
     figures["idle_few_accounts"] = await idle_cost(api, base)
     await idle_accounts(couch, IDLE_ACCOUNTS)
     await asyncio.sleep(20)  # the engine reads the new databases once
