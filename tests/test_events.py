@@ -4,13 +4,17 @@ become events, delivered to real HTTP receivers on 127.0.0.1, signed, retried an
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from piston_vm.core.config import Settings
 from piston_vm.storage.stores import Stores
 from piston_vm.web.keys import ENGINE
 from tests.conftest import AppFactory, MakeAccount, Tenant
@@ -418,3 +422,48 @@ async def test_email_goes_out_from_the_engine_and_after_notify_is_deleted_voicem
         names = [r.fields["event_name"] for r in receiver.on("/hook")]
         assert names == ["voicemail_new", "voicemail_deleted"]
         assert len(recorder.received) == 1
+
+
+def endpoint(settings: Settings, db: str) -> dict[str, Any]:
+    """A replication endpoint: the database's URL and the admin login as a header."""
+    couch = settings.couchdb
+    assert couch is not None
+    login = base64.b64encode(f"{couch.user}:{couch.password}".encode()).decode()
+    return {"url": f"{couch.url}/{quote(db, safe='')}",
+            "headers": {"Authorization": f"Basic {login}"}}
+
+
+async def test_a_message_replicated_into_a_modb_is_new_voicemail(
+    make_client: AppFactory, settings: Settings, account: Tenant, stores: Stores,
+    receiver: Receiver,
+) -> None:
+    """CouchDB replication is another writer: what it brings into a MODB is voicemail too."""
+    api = await engine_api(make_client)
+    await add_hook(stores, account, receiver.url(), custom_data={"type": "voicemail_new"})
+    box = await create_box(api, account, "3021")
+    # A message made elsewhere (another CouchDB, here a database of its own) …
+    message_id = await insert_message(stores, account, box, now(), mailbox="3021",
+                                      pvt_modified=now())
+    modb = account.account.db.modb(int(message_id[:4]), int(message_id[4:6])).unencoded
+    doc = await stores.couch.get_doc(modb, message_id)
+    assert doc is not None
+    await stores.couch.delete_doc(modb, message_id, doc["_rev"])
+    elsewhere = "replication_source_" + os.urandom(6).hex()
+    await stores.couch.create_db(elsewhere)
+    try:
+        record = {k: v for k, v in doc.items() if k != "_rev"}
+        record["_id"] = replicated = f"{message_id[:7]}{os.urandom(16).hex()}"
+        record["_attachments"] = {"voice.mp3": {
+            "content_type": "audio/mpeg", "data": base64.b64encode(AUDIO).decode()}}
+        await stores.couch.bulk_docs(elsewhere, [record])
+        # … replicated into the account's MODB (CouchDB 3 takes endpoints as URLs).
+        _, result = await stores.couch.request(
+            "POST", stores.couch.url("_replicate"), timeout=aiohttp.ClientTimeout(total=60),
+            body={"source": endpoint(settings, elsewhere), "target": endpoint(settings, modb),
+                  "doc_ids": [replicated]})
+        assert result["ok"] is True
+        [delivery] = await receiver.wait_for(1, voicemail_id=replicated)
+        assert delivery.fields["voicemail_box"] == box
+        assert delivery.fields["event_name"] == "voicemail_new"
+    finally:
+        await stores.couch.request("DELETE", stores.couch.url(elsewhere), db=elsewhere)
