@@ -13,7 +13,12 @@ import pytest
 from piston_vm.core.events import Event
 from piston_vm.outbound.webhooks import BlockedAddress, address_allowed, check_uri
 from piston_vm.services.events.derive import Origin, message_change, vmbox_change
-from piston_vm.services.events.webhooks import hook_matches, request_parts, sign
+from piston_vm.services.events.webhooks import (
+    hook_matches,
+    hook_payload,
+    request_parts,
+    sign,
+)
 from piston_vm.storage.names import DbName
 
 ACCOUNT = "a" * 32
@@ -177,3 +182,16 @@ def test_request_shapes_follow_verb_and_format() -> None:
     assert body == b""
     assert query == {"a": "1", "b": "x y",
                                                           "c": '{"d":true}'}
+
+
+def test_custom_data_is_merged_but_never_renames_the_event() -> None:
+    created, new = message_change(ORIGIN, change("m1", "1-a", **message()), {})
+    hook = {"hook": "object", "custom_data": {"type": "all", "action": "all", "site": "A"}}
+    payload = hook_payload(hook, created)
+    assert payload["action"] == "doc_created"
+    assert payload["type"] == "mailbox_message"
+    assert payload["site"] == "A"
+    notify = hook_payload({"hook": "notifications",
+                           "custom_data": {"type": "voicemail_new", "node": "mine"}}, new)
+    assert notify["type"] == "voicemail_new"  # not a payload field: added
+    assert notify["node"] == "mine"  # custom_data overwrites other values (the platform's rule)

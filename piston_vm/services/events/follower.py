@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from piston_vm.core import gregorian
@@ -19,6 +19,7 @@ from piston_vm.core.config import Settings
 from piston_vm.core.events import Event
 from piston_vm.core.metrics import Metrics
 from piston_vm.services.events.derive import Origin, full_event, message_change, vmbox_change
+from piston_vm.storage.accounts import Account
 from piston_vm.storage.couch import DbNotFound, DocConflict
 from piston_vm.storage.names import DbName
 from piston_vm.storage.stores import Stores
@@ -164,7 +165,7 @@ class Follower:
                             causes[event.box_id] = f"{row.get('id')}@{event.id}"
                     events += derived
             if account is not None and causes:
-                events += await self._full_events(origin, causes)
+                events += await self._full_events(origin, account, causes)
             await self._store(events)
             state["since"] = last_seq
             try:
@@ -185,12 +186,11 @@ class Follower:
         for event in events:
             self.metrics.event_derived(event.name)
 
-    async def _full_events(self, origin: Origin, causes: dict[str, str]) -> list[Event]:
+    async def _full_events(
+        self, origin: Origin, account: Account, causes: dict[str, str]
+    ) -> list[Event]:
         """`voicemail_full` for boxes whose new + saved messages reached their limit; once,
         and again only after the count fell below it."""
-        account = await self.stores.accounts.get(origin.account_id)
-        if account is None:
-            return []
         doc_id = f"boxes:{origin.account_id}"
         flags = await self.stores.events.get(doc_id) or {"_id": doc_id, "full": {}}
         full: dict[str, Any] = flags.setdefault("full", {})
@@ -223,7 +223,7 @@ class Follower:
         return events
 
 
-def _changed(rows: Iterable[JsonObject], mine: Any) -> list[str]:
+def _changed(rows: Iterable[JsonObject], mine: Callable[[DbName], bool]) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     for row in rows:

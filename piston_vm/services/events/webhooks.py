@@ -62,6 +62,19 @@ def hook_matches(hook: Mapping[str, Any], event: Event) -> bool:
     return False
 
 
+# Modifier keys of custom_data select events; they never overwrite what the event says it is
+# (an object hook's `"action": "all"` must not turn a doc_created into "all").
+MODIFIER_KEYS = ("type", "action")
+
+
+def hook_payload(hook: Mapping[str, Any], event: Event) -> JsonObject:
+    """The event's payload with the hook's custom_data merged in, as the platform does."""
+    custom = hook.get("custom_data")
+    extra = custom if isinstance(custom, dict) else {}
+    return {**event.payload, **{k: v for k, v in extra.items()
+                                if not (k in MODIFIER_KEYS and k in event.payload)}}
+
+
 def _form_value(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -139,9 +152,7 @@ class WebhookDeliverer:
             await asyncio.gather(*(self.deliver(owner, hook, event) for owner, hook in targets))
 
     async def deliver(self, owner: Account, hook: JsonObject, event: Event) -> None:
-        custom = hook.get("custom_data")
-        payload = {**event.payload, **(custom if isinstance(custom, dict) else {})}
-        method, query, body, headers = request_parts(hook, payload)
+        method, query, body, headers = request_parts(hook, hook_payload(hook, event))
         retries = hook.get("retries", 2)
         retries = retries if isinstance(retries, int) and 0 <= retries <= 4 else 2
         secret = hook.get("pvt_signing_secret")
