@@ -670,6 +670,29 @@ app.get('/_all_dbs', (req, res) => {
   sendJSON(res, 200, names);
 });
 
+// FIX 13: POST /_dbs_info (CouchDB 2.2+): the info of several databases in one
+// request, {"key": name, "info": {...}} or {"key": name, "error": "not_found"}
+// each, in request order. The service validates its count cache with it.
+app.post('/_dbs_info', express.json({ limit: '1mb', type: () => true }), async (req, res) => {
+  try {
+    const keys = req.body && Array.isArray(req.body.keys) ? req.body.keys : null;
+    if (!keys) throw badRequest('`keys` member must exist.');
+    if (keys.length > 100) throw badRequest('`keys` member exceeds limit of 100');
+    const rows = [];
+    for (const key of keys) {
+      if (typeof key !== 'string' || !knownDbs.has(key)) {
+        rows.push({ key, error: 'not_found' });
+        continue;
+      }
+      const info = await (await openKnownDb(req, key)).info();
+      rows.push({ key, info: Object.assign({}, info, { db_name: key }) });
+    }
+    sendJSON(res, 200, rows);
+  } catch (err) {
+    sendErrorJSON(res, err);
+  }
+});
+
 app.get('/_uuids', (req, res) => {
   const count = Math.min(Math.max(parseInt(req.query.count || '1', 10) || 1, 1), 1000);
   const uuids = [];

@@ -77,6 +77,11 @@ class Settings:
     # (docs/operations.md, "A CouchDB cluster").
     couchdb_w: str = "all"
     account_cache_ttl_s: float = 5.0
+    # Box counts kept per MODB and checked against its update_seq on every read
+    # (docs/storage.md 7.3): the longest an entry is trusted (it bounds what a lagging copy on
+    # a CouchDB cluster can hide; 0 turns the cache off), and how many MODBs it holds.
+    count_cache_s: float = 60.0
+    count_cache_modbs: int = 4096
     # How often one process looks for an account's moves that a crash left unfinished.
     move_repair_interval_s: float = 30.0
     couchdb_dir: Path = DEFAULT_COUCHDB_DIR
@@ -174,10 +179,12 @@ _INT_FIELDS = {
     "EMAIL_ATTACHMENT_MAX_BYTES": "email_attachment_max_bytes",
     "EMAIL_RETRIES": "email_retries",
     "TRANSCODE_WORKERS": "transcode_workers",
+    "COUNT_CACHE_MODBS": "count_cache_modbs",
 }
 _FLOAT_FIELDS = {
     "COUCHDB_TIMEOUT_S": "couchdb_timeout_s",
     "ACCOUNT_CACHE_TTL_S": "account_cache_ttl_s",
+    "COUNT_CACHE_S": "count_cache_s",
     "MOVE_REPAIR_INTERVAL_S": "move_repair_interval_s",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
     "SHUTDOWN_TIMEOUT_S": "shutdown_timeout_s",
@@ -284,7 +291,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     values["log_format"] = log_format_from_env(env)
     if (raw := get("TRUSTED_PROXIES")) is not None:
         values["trusted_proxies"] = parse_networks(raw)
-    for attr in ("shutdown_grace_s", "shutdown_timeout_s"):
+    for attr in ("shutdown_grace_s", "shutdown_timeout_s", "count_cache_s", "count_cache_modbs"):
         if values.get(attr, 0) < 0:
             raise ValueError(f"{ENV_PREFIX}{attr.upper()} must not be negative")
     if values.get("event_shards", 1) < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -14,6 +15,7 @@ import aiohttp
 from piston_vm.core import gregorian
 from piston_vm.core.listing import Cursor
 from piston_vm.storage.couch import Attachment, CouchClient, DbNotFound, DocNotFound
+from piston_vm.storage.count_cache import NO_MESSAGES, CountCache, FolderSums, MonthCounts
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.names import DbName, months_between
 from piston_vm.storage.views import page_params
@@ -33,9 +35,12 @@ BULK_BATCH_DOCS = 500
 
 
 class MessageStore:
-    def __init__(self, couch: CouchClient, databases: Databases) -> None:
+    def __init__(
+        self, couch: CouchClient, databases: Databases, count_cache: CountCache | None = None
+    ) -> None:
         self.couch = couch
         self.databases = databases
+        self.count_cache = count_cache or CountCache(0, 0)
 
     async def get(self, modb: DbName, message_id: str) -> JsonObject | None:
         """The stored document, deleted or not, or None (missing doc or missing MODB)."""
@@ -173,49 +178,114 @@ class MessageStore:
         `modbs` (the existing MODBs of the window's months, see window_modbs).
 
         Only stored reductions are read (docs/storage.md 7.3): CouchDB answers from its b-tree's
-        inner nodes, so the cost follows boxes × months, not the number of messages.
+        inner nodes, so the cost follows boxes × months, not the number of messages; and a month
+        whose `update_seq` has not moved since it was last counted is not asked again.
         """
         counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
-        if not box_ids:
+        if not box_ids or not modbs:
             return counts
+        seqs: dict[str, str | None] = {}
+        if self.count_cache.enabled:
+            # Read before counting: counts are filed under a sequence no newer than they are.
+            seqs = await self.couch.update_seqs([modb.unencoded for modb in modbs])
 
         async def count(modb: DbName) -> None:
+            whole = modb.month is not None and gregorian.month_start(*modb.month) >= start
+            bounds = None if whole else (start, end)
+            seq = seqs.get(modb.unencoded)
             try:
-                if modb.month is not None and gregorian.month_start(*modb.month) >= start:
-                    await self._count_whole_month(modb, set(box_ids), counts)
-                else:
-                    await self._count_since(modb, start, end, box_ids, counts)
+                if self.count_cache.enabled and seq is None:
+                    raise DbNotFound(modb.unencoded)
+                month = await self._month_counts(modb, seq, bounds, box_ids)
             except DbNotFound:
                 self.databases.forget(modb)
+                self.count_cache.forget(modb.unencoded)
+                return
+            for box_id in box_ids:
+                for folder, number in zip(FOLDERS, month.of(box_id), strict=True):
+                    if number:
+                        counts[folder][box_id] += number
 
         # Months are independent queries: ask for them side by side.
         await asyncio.gather(*(count(m) for m in modbs))
         return counts
 
-    async def _count_whole_month(
-        self, modb: DbName, wanted: set[str], counts: dict[str, Counter[str]]
-    ) -> None:
+    async def _month_counts(
+        self, modb: DbName, seq: str | None, bounds: tuple[int, int] | None, box_ids: list[str]
+    ) -> MonthCounts:
+        """The MODB's counts for `bounds`, from the cache when its sequence is unchanged."""
+        db = modb.unencoded
+        cached = self.count_cache.get(db, seq, bounds) if seq is not None else None
+        if cached is not None and cached.has(box_ids):
+            return cached
+        if bounds is None:
+            month = MonthCounts(seq or "", None, await self._count_whole_month(modb), True)
+        elif cached is not None:
+            # Same sequence, bounds still equivalent: count only the boxes it lacks, with the
+            # bounds it was made for, so every box of the entry is counted alike.
+            made_start, made_end = cached.bounds or bounds
+            missing = [box_id for box_id in box_ids if box_id not in cached.boxes]
+            cached.boxes.update(await self._count_since(modb, made_start, made_end, missing))
+            return cached
+        elif seq is None:
+            month = MonthCounts("", bounds, await self._count_since(modb, *bounds, box_ids), False)
+        else:
+            boxes, (stable_start, stable_end) = await asyncio.gather(
+                self._count_since(modb, *bounds, box_ids), self._stable_until(modb, *bounds))
+            month = MonthCounts(seq, bounds, boxes, False, stable_start, stable_end)
+        if seq is not None:
+            self.count_cache.put(db, month)
+        return month
+
+    async def _count_whole_month(self, modb: DbName) -> dict[str, FolderSums]:
         # One grouped query (a row per box of the account) costs O(boxes) from the stored
         # reductions; asking for the page's boxes one by one costs more round trips.
         result = await self.couch.view(
             modb.unencoded, COUNTS_DESIGN, COUNTS_VIEW, {"group_level": 1})
+        boxes: dict[str, FolderSums] = {}
         for row in result.get("rows", []):
             key = row.get("key")
-            if isinstance(key, list) and len(key) == 1 and key[0] in wanted:
-                _add_folder_sums(counts, str(key[0]), row.get("value"))
+            if isinstance(key, list) and len(key) == 1:
+                boxes[str(key[0])] = _folder_sums(row.get("value"))
+        return boxes
 
     async def _count_since(
-        self, modb: DbName, start: int, end: int, box_ids: list[str],
-        counts: dict[str, Counter[str]],
-    ) -> None:
+        self, modb: DbName, start: int, end: int, box_ids: list[str]
+    ) -> dict[str, FolderSums]:
         # The month the window starts in: per box, the reduction of the key range
         # [box, start] … [box, end], all boxes of the page in one multi-query request.
+        if not box_ids:
+            return {}
         queries = [{"startkey": [box_id, start], "endkey": [box_id, end]} for box_id in box_ids]
         results = await self.couch.view_queries(
             modb.unencoded, COUNTS_DESIGN, COUNTS_VIEW, queries)
+        boxes: dict[str, FolderSums] = {}
         for box_id, result in zip(box_ids, results, strict=True):
+            new = saved = deleted = 0
             for row in result.get("rows", []):
-                _add_folder_sums(counts, box_id, row.get("value"))
+                more_new, more_saved, more_deleted = _folder_sums(row.get("value"))
+                new, saved, deleted = new + more_new, saved + more_saved, deleted + more_deleted
+            boxes[box_id] = (new, saved, deleted)
+        return boxes
+
+    async def _stable_until(self, modb: DbName, start: int, end: int) -> tuple[float, float]:
+        """The first message time at or after `start`, and the first after `end` (any box,
+        any folder: a superset of what is counted); infinity where there is none."""
+
+        async def first(startkey: list[Any]) -> float:
+            result = await self.couch.view(
+                modb.unencoded, DESIGN, "listing_by_timestamp",
+                {"startkey": startkey, "limit": 1})
+            for row in result.get("rows", []):
+                key = row.get("key")
+                moment = key[0] if isinstance(key, list) and key else None
+                # Times that are not numbers sort after every number: they are never counted.
+                if isinstance(moment, int | float) and not isinstance(moment, bool):
+                    return float(moment)
+            return math.inf
+
+        after_start, after_end = await asyncio.gather(first([start]), first([end, {}]))
+        return after_start, after_end
 
     async def box_message_ids(self, modb: DbName, box_id: str) -> list[str]:
         """Ids of the box's live messages in one MODB, whatever their folder or time."""
@@ -250,10 +320,9 @@ class MessageStore:
         return outcome
 
 
-def _add_folder_sums(counts: dict[str, Counter[str]], box_id: str, value: Any) -> None:
-    """Add a `[new, saved, deleted]` sum of the count view to the box's counts."""
+def _folder_sums(value: Any) -> FolderSums:
+    """A `[new, saved, deleted]` sum of the count view, as integers; zeros when malformed."""
     if not isinstance(value, list) or len(value) != len(FOLDERS):
-        return
-    for folder, number in zip(FOLDERS, value, strict=True):
-        if isinstance(number, int | float) and number:
-            counts[folder][box_id] += int(number)
+        return NO_MESSAGES
+    new, saved, deleted = (int(n) if isinstance(n, int | float) else 0 for n in value)
+    return new, saved, deleted

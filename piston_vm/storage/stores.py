@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from piston_vm.core.config import Settings
 from piston_vm.storage.accounts import AccountStore
 from piston_vm.storage.couch import CouchClient
+from piston_vm.storage.count_cache import CountCache
 from piston_vm.storage.databases import Databases
 from piston_vm.storage.design import DesignDocs
 from piston_vm.storage.events import EventStore
@@ -39,7 +40,8 @@ class Stores:
             databases=databases,
             accounts=AccountStore(couch, databases, settings.account_cache_ttl_s),
             vmboxes=VmboxStore(couch, databases),
-            messages=MessageStore(couch, databases),
+            messages=MessageStore(couch, databases, CountCache(
+                settings.count_cache_s, settings.count_cache_modbs)),
             users=UserStore(couch),
             events=EventStore(couch, settings.events_db, design.events),
             webhooks=WebhookStore(couch, databases),
