@@ -199,20 +199,25 @@ class VmboxService(Service):
         await self._add_counts(values, *await window)
         return values, next_cursor, page.start_key, page.paginate
 
-    async def _count_window(self, account: Account) -> tuple[int, int, list[DbName]]:
-        """The retention window, and the MODBs of its months that exist."""
+    async def _count_window(
+        self, account: Account
+    ) -> tuple[int, int, list[DbName], dict[str, str | None]]:
+        """The retention window, the MODBs of its months that exist, and what their cached
+        counts are checked against (read while the page is fetched)."""
         now = gregorian.now()
         start = now - await self.stores.accounts.retention_s(account, self.settings)
-        return start, now, await self.stores.messages.window_modbs(account.db, start, now)
+        modbs = await self.stores.messages.window_modbs(account.db, start, now)
+        return start, now, modbs, await self.stores.messages.month_seqs(modbs)
 
     async def _add_counts(
-        self, rows: list[JsonObject], start: int, end: int, modbs: list[DbName]
+        self, rows: list[JsonObject], start: int, end: int, modbs: list[DbName],
+        seqs: dict[str, str | None],
     ) -> None:
         """`messages` and `folders` from the MODBs inside the retention window (docs/api.md 9.1)."""
         if not rows:
             return
         counts = await self.stores.messages.folder_counts(
-            modbs, start, end, [str(row.get("id")) for row in rows])
+            modbs, start, end, [str(row.get("id")) for row in rows], seqs)
         for row in rows:
             box_id = str(row.get("id"))
             if not any(counts[folder][box_id] for folder in counts):

@@ -171,8 +171,16 @@ class MessageStore:
             account_db, gregorian.utc_month(start), gregorian.utc_month(end)
         )
 
+    async def month_seqs(self, modbs: list[DbName]) -> dict[str, str | None]:
+        """What folder_counts checks its cached months against (empty: no cache). Asked
+        before the counts, it may run side by side with other reads of the same request."""
+        if not modbs or not self.count_cache.enabled:
+            return {}
+        return await self.couch.update_seqs([modb.unencoded for modb in modbs])
+
     async def folder_counts(
-        self, modbs: list[DbName], start: int, end: int, box_ids: list[str]
+        self, modbs: list[DbName], start: int, end: int, box_ids: list[str],
+        seqs: dict[str, str | None] | None = None,
     ) -> dict[str, Counter[str]]:
         """Per folder, the live messages of each listed box with start <= timestamp <= end, in
         `modbs` (the existing MODBs of the window's months, see window_modbs).
@@ -184,10 +192,9 @@ class MessageStore:
         counts: dict[str, Counter[str]] = {folder: Counter() for folder in FOLDERS}
         if not box_ids or not modbs:
             return counts
-        seqs: dict[str, str | None] = {}
-        if self.count_cache.enabled:
+        if seqs is None:
             # Read before counting: counts are filed under a sequence no newer than they are.
-            seqs = await self.couch.update_seqs([modb.unencoded for modb in modbs])
+            seqs = await self.month_seqs(modbs)
 
         async def count(modb: DbName) -> None:
             whole = modb.month is not None and gregorian.month_start(*modb.month) >= start
