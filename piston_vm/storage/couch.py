@@ -339,8 +339,12 @@ class CouchClient:
         if rev == winner[1] or rev in winner[2]:
             return
         if any(leaf[1] == rev and not leaf[0] for leaf in leaves):
+            # Removed from every copy before the conflict is answered: a copy still holding the
+            # loser live would serve it to views, and would make it the document again once the
+            # winner is deleted (a move's tombstone), resurrecting what was moved.
+            params = {"rev": rev, **await self.write_params(db)}
             with suppress(DocNotFound, DocConflict):
-                await self.request("DELETE", self.doc_url(db, doc_id), params={"rev": rev}, db=db)
+                await self.request("DELETE", self.doc_url(db, doc_id), params=params, db=db)
         log.warning("CouchDB write %s/%s lost a race on a cluster: conflict", db, doc_id)
         raise DocConflict(f"{doc_id}: another write won")
 
