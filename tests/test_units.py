@@ -184,3 +184,15 @@ def test_issued_tokens_round_trip_with_a_short_secret_and_no_warning() -> None:
     assert (claims.account_id, claims.owner_id, claims.method) == (
         "4b6ffc638f6d3b97448a621fc9d3590c", None, "cb_api_auth")
     assert claims.expires_at - claims.issued_at == 60
+
+
+def test_update_seqs_are_compared_by_the_number_every_write_raises() -> None:
+    # Two reads of one unchanged database on a 3-node cluster (the packed part names the copies
+    # that answered), then after one write; the bundled server's is a number.
+    from piston_vm.storage.couch import _comparable_seq
+
+    before = _comparable_seq("58-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV0MDQy1zMAQsMckEQeC5BkaABS_")
+    again = _comparable_seq("58-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV2MDQy1zMAQsMckEQeC5BkaABS_")
+    after = _comparable_seq("59-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV0MDQy1zMAQsMckEQeC5BkaABS_")
+    assert before == again != after
+    assert _comparable_seq(12) != _comparable_seq(13)

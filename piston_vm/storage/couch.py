@@ -638,8 +638,7 @@ class CouchClient:
         for row in (row for part in parts for row in part):
             info = row.get("info") if isinstance(row, dict) else None
             if isinstance(info, dict) and row.get("key") in seqs:
-                # A packed string on CouchDB, a number on the bundled server: compared as text.
-                seqs[str(row["key"])] = json.dumps(info.get("update_seq"))
+                seqs[str(row["key"])] = _comparable_seq(info.get("update_seq"))
         return seqs
 
     async def _watched(self, call: Awaitable[T]) -> T:
@@ -838,6 +837,22 @@ class CouchClient:
         new_rev = str(decoded["rev"])
         await self.confirm_accepted_write(status, db, doc_id, new_rev)
         return new_rev
+
+
+def _comparable_seq(update_seq: Any) -> str:
+    """The part of a database's `update_seq` that changes with every write, as text.
+
+    CouchDB's is `N-<packed>`: N is the sum of the update sequences of the shard copies that
+    answered, the packed part names those copies. A cluster answers each request from whichever
+    copy of a range is first, so the packed part differs between two reads of an unchanged
+    database while N does not (every write raises the sequence of each copy it reaches). The
+    bundled server's is a plain number.
+    """
+    text = str(update_seq)
+    number, dash, _ = text.partition("-")
+    if dash and number.isdigit():
+        return number
+    return json.dumps(update_seq)
 
 
 def _copies_in(info: Any) -> int:
