@@ -6,15 +6,19 @@ of an outage; a refused connection is "unreachable", not "timeout".
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from piston_vm.core import errors
 from piston_vm.core.config import CouchEndpoint, settings_from_env
-from piston_vm.storage.couch import CouchClient, DocConflict
+from piston_vm.storage.couch import Attachment, CouchClient, DocConflict
 from piston_vm.storage.names import account_db
 from piston_vm.storage.stores import Stores
 from tests.conftest import Tenant
@@ -119,3 +123,101 @@ async def test_two_writes_both_accepted_by_some_copies_leave_one_winner(
     newer: dict[str, Any] = {**stored}
     await couch.put_doc(db, newer)
     await couch.confirm_accepted_write(202, db, "raced", winner)
+
+
+CRASH = {"error": "unknown_error", "reason": "function_clause"}
+
+
+@contextlib.asynccontextmanager
+async def crashing_proxy(target: CouchEndpoint, store_first: bool) -> AsyncIterator[CouchEndpoint]:
+    """A pass-through to the real server that answers every multipart PUT with CouchDB 3.4's
+    coordinator crash (500 unknown_error): after storing it (`store_first`) or without."""
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        url = target.url.rstrip("/") + request.raw_path
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type", "accept")}
+        crash = (request.method == "PUT"
+                 and request.headers.get("Content-Type", "").startswith("multipart/related"))
+        if crash and not store_first:
+            return web.json_response(CRASH, status=500)
+        async with session.request(request.method, url, data=body, headers=headers) as answer:
+            payload = await answer.read()
+            if crash:
+                return web.json_response(CRASH, status=500)
+            return web.Response(body=payload, status=answer.status,
+                                content_type=answer.content_type)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield CouchEndpoint(f"http://127.0.0.1:{port}", target.user, target.password)
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+def audio(data: bytes) -> list[Attachment]:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return [Attachment("message.mp3", "audio/mpeg", len(data), chunks())]
+
+
+async def test_a_create_couchdb_stored_before_answering_500_is_the_write_s_result(
+    stores: Stores, account: Tenant,
+) -> None:
+    db = account_db(account.id).unencoded
+    async with crashing_proxy(stores.couch.endpoint, store_first=True) as endpoint:
+        couch = CouchClient(endpoint, 5.0)
+        await couch.start()
+        try:
+            doc: dict[str, Any] = {"_id": "crashed-create", "k": 1}
+            rev = await couch.put_doc_with_attachments(db, doc, audio(b"x" * 1000))
+        finally:
+            await couch.close()
+    stored = await stores.couch.open_revs(db, "crashed-create")
+    assert [leaf["_rev"] for leaf in stored] == [rev]
+    assert stored[0]["_attachments"]["message.mp3"]["length"] == 1000
+
+
+async def test_a_create_couchdb_did_not_store_stays_a_503_with_nothing_written(
+    stores: Stores, account: Tenant,
+) -> None:
+    db = account_db(account.id).unencoded
+    async with crashing_proxy(stores.couch.endpoint, store_first=False) as endpoint:
+        couch = CouchClient(endpoint, 5.0)
+        await couch.start()
+        try:
+            with pytest.raises(errors.DatastoreError):
+                await couch.put_doc_with_attachments(
+                    db, {"_id": "crashed-nothing", "k": 1}, audio(b"x" * 10))
+        finally:
+            await couch.close()
+    assert await stores.couch.open_revs(db, "crashed-nothing") == []
+
+
+async def test_a_crashed_create_of_a_document_somebody_else_wrote_is_a_conflict(
+    stores: Stores, account: Tenant,
+) -> None:
+    db = account_db(account.id).unencoded
+    theirs: dict[str, Any] = {"_id": "crashed-theirs", "k": "theirs"}
+    await stores.couch.put_doc(db, theirs)
+    async with crashing_proxy(stores.couch.endpoint, store_first=False) as endpoint:
+        couch = CouchClient(endpoint, 5.0)
+        await couch.start()
+        try:
+            with pytest.raises(DocConflict):
+                await couch.put_doc_with_attachments(
+                    db, {"_id": "crashed-theirs", "k": "mine"}, audio(b"x" * 10))
+        finally:
+            await couch.close()
+    assert [leaf["_rev"] for leaf in await stores.couch.open_revs(db, "crashed-theirs")] == [
+        theirs["_rev"]]

@@ -470,12 +470,48 @@ class CouchClient:
                     with suppress(Exception):
                         await closer()
         decoded: Any = json.loads(raw) if raw else None
+        if status == HTTPStatus.INTERNAL_SERVER_ERROR and "_rev" not in doc:
+            # CouchDB 3.4's cluster coordinator can crash (500 unknown_error, function_clause in
+            # fabric_doc_update) when multipart writes of one new document race: the outcome is
+            # unknown, and the document may well be stored. What the copies hold decides.
+            log.warning("CouchDB PUT %s/%s answered 500; reading what was stored", db, doc["_id"])
+            stored = await self._stored_creation(db, doc, attachments)
+            if stored is not None:
+                doc["_rev"] = stored
+                return stored
         if status >= 400:
             raise self._error(status, decoded, db)
         rev = str(decoded["rev"])
         await self.confirm_accepted_write(status, db, doc["_id"], rev)
         doc["_rev"] = rev
         return rev
+
+    async def _stored_creation(
+        self, db: str, doc: JsonObject, attachments: Sequence[Attachment]
+    ) -> str | None:
+        """After a failed create of `doc`: the revision of it that is the document now, if any.
+
+        Leaves with exactly this body and attachments are this write (or an identical one, which
+        is as good). If one of them is the winner it is the write's result, and the other such
+        leaves are removed, so the document has one revision as after a clean create. If the
+        winner is somebody else's, ours are removed and the create is a conflict; with nothing
+        stored, None (the original error stands).
+        """
+        leaves = await self.open_revs(db, doc["_id"])
+        live = [leaf for leaf in leaves if not leaf.get("_deleted")]
+        ours = [leaf for leaf in live if _same_creation(leaf, doc, attachments)]
+        if not live:
+            return None
+        winner = max(live, key=lambda leaf: _winning_order(False, str(leaf["_rev"])))
+        params = await self.write_params(db)
+        for leaf in ours:
+            if leaf is not winner:
+                with suppress(DocNotFound, DocConflict):
+                    await self.request("DELETE", self.doc_url(db, doc["_id"]),
+                                       params={"rev": str(leaf["_rev"]), **params}, db=db)
+        if winner in ours:
+            return str(winner["_rev"])
+        raise DocConflict(f"{doc['_id']}: another write won")
 
     @_observed("open_revs")
     async def open_revs(self, db: str, doc_id: str) -> list[JsonObject]:
@@ -860,6 +896,17 @@ def _copies_in(info: Any) -> int:
     cluster = info.get("cluster") if isinstance(info, dict) else None
     copies = cluster.get("n") if isinstance(cluster, dict) else None
     return copies if isinstance(copies, int) else 0
+
+
+def _same_creation(stored: JsonObject, doc: JsonObject, attachments: Sequence[Attachment]) -> bool:
+    """Whether a stored revision has exactly the body and attachments a create sent."""
+    def body(d: JsonObject) -> JsonObject:
+        return {k: v for k, v in d.items() if not k.startswith("_")}
+
+    stubs = stored.get("_attachments") or {}
+    sent = {a.name: a.length for a in attachments}
+    return (body(stored) == body(doc) and isinstance(stubs, dict)
+            and {name: (stub or {}).get("length") for name, stub in stubs.items()} == sent)
 
 
 def _winning_order(deleted: bool, rev: str) -> tuple[bool, int, str]:
