@@ -78,6 +78,8 @@ async def test_a_write_short_of_its_copies_is_stored_counted_and_not_an_error(
     assert await stores.couch.get_doc(db, "short-bulk") is not None
     assert await stores.couch.get_doc(db, "short-of-quorum") is None
     assert "fewer copies than asked" in caplog.text
+    # Each accepted winner was stored again on every copy (_bulk_docs, new_edits false).
+    assert "could not copy winning revision" not in caplog.text
 
 
 def test_the_write_quorum_setting_is_checked() -> None:

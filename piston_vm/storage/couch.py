@@ -313,7 +313,9 @@ class CouchClient:
             self._copies[db] = copies
         return copies
 
-    async def confirm_accepted_write(self, status: int, db: str, doc_id: str, rev: str) -> None:
+    async def confirm_accepted_write(
+        self, status: int, db: str, doc_id: str, rev: str, written: JsonObject | None = None
+    ) -> None:
         """Make sure a write CouchDB answered 202 really is the document's one current revision.
 
         A cluster answers 202 ("accepted") when fewer copies than asked took the write: a node
@@ -324,6 +326,9 @@ class CouchClient:
         them shows both leaves; both writers apply CouchDB's own winner rule, the loser removes
         its leaf and hears a conflict, as on a single node (docs/operations.md, "A CouchDB
         cluster").
+
+        `written` is the body as sent (with the `_rev` it was based on): a winner is copied to
+        every copy at once, see _spread_winner.
         """
         if status != HTTPStatus.ACCEPTED:
             return
@@ -337,6 +342,8 @@ class CouchClient:
         # Our revision won if it is the winner or in the winner's history (a later write of
         # someone else's built on it).
         if rev == winner[1] or rev in winner[2]:
+            if written is not None and rev == winner[1]:
+                await self._spread_winner(db, doc_id, rev, written)
             return
         if any(leaf[1] == rev and not leaf[0] for leaf in leaves):
             # Removed from every copy before the conflict is answered: a copy still holding the
@@ -347,6 +354,30 @@ class CouchClient:
                 await self.request("DELETE", self.doc_url(db, doc_id), params=params, db=db)
         log.warning("CouchDB write %s/%s lost a race on a cluster: conflict", db, doc_id)
         raise DocConflict(f"{doc_id}: another write won")
+
+    async def _spread_winner(self, db: str, doc_id: str, rev: str, written: JsonObject) -> None:
+        """Store the winning revision of a 202 race on every copy now, as replication would.
+
+        A copy that took the loser's write holds, once the loser has removed its leaf, neither
+        revision until CouchDB's internal replication brings the winner (milliseconds, under
+        load seconds): a list served from that copy would miss the document. `_bulk_docs` with
+        `new_edits: false` stores the revision as it is; a copy that has it already is unchanged.
+        """
+        position, _, digest = rev.partition("-")
+        parent = written.get("_rev")
+        ids = [digest]
+        if isinstance(parent, str) and parent.partition("-")[0] == str(int(position) - 1):
+            ids.append(parent.partition("-")[2])
+        doc = {**written, "_id": doc_id, "_rev": rev,
+               "_revisions": {"start": int(position), "ids": ids}}
+        body: JsonObject = {"docs": [doc], "new_edits": False}
+        if "w" in (params := await self.write_params(db)):
+            body["w"] = int(params["w"])
+        try:
+            await self.request("POST", self.url(db, "_bulk_docs"), body=body, db=db)
+        except Exception as exc:  # internal replication still brings it
+            log.info("could not copy winning revision %s/%s %s to every copy: %r",
+                     db, doc_id, rev, exc)
 
     async def _leaf_revisions(self, db: str, doc_id: str) -> list[tuple[bool, str, set[str]]]:
         """(deleted, rev, earlier revs) of every leaf revision, read from every copy."""
@@ -408,7 +439,7 @@ class CouchClient:
         status, result = await self.request(
             "PUT", url, params=await self.write_params(db), body=doc, db=db)
         rev = str(result["rev"])
-        await self.confirm_accepted_write(status, db, doc["_id"], rev)
+        await self.confirm_accepted_write(status, db, doc["_id"], rev, written=doc)
         doc["_rev"] = rev
         return rev
 
@@ -545,13 +576,15 @@ class CouchClient:
         if "w" in body:
             body["w"] = int(body["w"])
         status, results = await self.request("POST", url, body=body, db=db)
+        sent = {str(doc.get("_id")): doc for doc in docs}
         settled = []
         for result in results:
             entry = dict(result)
             if "rev" in entry and "error" not in entry:
                 try:
                     await self.confirm_accepted_write(
-                        status, db, str(entry.get("id")), str(entry["rev"]))
+                        status, db, str(entry.get("id")), str(entry["rev"]),
+                        written=sent.get(str(entry.get("id"))))
                 except DocConflict:
                     entry = {"id": entry.get("id"), "error": "conflict",
                              "reason": "Document update conflict."}
