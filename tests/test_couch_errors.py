@@ -131,9 +131,10 @@ CRASH = {"error": "unknown_error", "reason": "function_clause"}
 
 
 @contextlib.asynccontextmanager
-async def crashing_proxy(target: CouchEndpoint, store_first: bool) -> AsyncIterator[CouchEndpoint]:
-    """A pass-through to the real server that answers every multipart PUT with CouchDB 3.4's
-    coordinator crash (500 unknown_error): after storing it (`store_first`) or without."""
+async def crashing_proxy(target: CouchEndpoint, store_first: bool) -> AsyncIterator[CouchClient]:
+    """A client of a pass-through to the real server that answers every multipart PUT with
+    CouchDB 3.4's coordinator crash (500 unknown_error): after storing it (`store_first`) or
+    without."""
     session = aiohttp.ClientSession()
 
     async def forward(request: web.Request) -> web.StreamResponse:
@@ -159,9 +160,13 @@ async def crashing_proxy(target: CouchEndpoint, store_first: bool) -> AsyncItera
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    proxied = CouchEndpoint(f"http://127.0.0.1:{port}", target.user, target.password)
+    couch = CouchClient(proxied, 5.0)
+    await couch.start()
     try:
-        yield CouchEndpoint(f"http://127.0.0.1:{port}", target.user, target.password)
+        yield couch
     finally:
+        await couch.close()
         await runner.cleanup()
         await session.close()
 
@@ -177,14 +182,9 @@ async def test_a_create_couchdb_stored_before_answering_500_is_the_write_s_resul
     stores: Stores, account: Tenant,
 ) -> None:
     db = account_db(account.id).unencoded
-    async with crashing_proxy(stores.couch.endpoint, store_first=True) as endpoint:
-        couch = CouchClient(endpoint, 5.0)
-        await couch.start()
-        try:
-            doc: dict[str, Any] = {"_id": "crashed-create", "k": 1}
-            rev = await couch.put_doc_with_attachments(db, doc, audio(b"x" * 1000))
-        finally:
-            await couch.close()
+    async with crashing_proxy(stores.couch.endpoint, store_first=True) as couch:
+        doc: dict[str, Any] = {"_id": "crashed-create", "k": 1}
+        rev = await couch.put_doc_with_attachments(db, doc, audio(b"x" * 1000))
     stored = await stores.couch.open_revs(db, "crashed-create")
     assert [leaf["_rev"] for leaf in stored] == [rev]
     assert stored[0]["_attachments"]["message.mp3"]["length"] == 1000
@@ -194,15 +194,10 @@ async def test_a_create_couchdb_did_not_store_stays_a_503_with_nothing_written(
     stores: Stores, account: Tenant,
 ) -> None:
     db = account_db(account.id).unencoded
-    async with crashing_proxy(stores.couch.endpoint, store_first=False) as endpoint:
-        couch = CouchClient(endpoint, 5.0)
-        await couch.start()
-        try:
-            with pytest.raises(errors.DatastoreError):
-                await couch.put_doc_with_attachments(
-                    db, {"_id": "crashed-nothing", "k": 1}, audio(b"x" * 10))
-        finally:
-            await couch.close()
+    async with crashing_proxy(stores.couch.endpoint, store_first=False) as couch:
+        with pytest.raises(errors.DatastoreError):
+            await couch.put_doc_with_attachments(
+                db, {"_id": "crashed-nothing", "k": 1}, audio(b"x" * 10))
     assert await stores.couch.open_revs(db, "crashed-nothing") == []
 
 
@@ -212,14 +207,9 @@ async def test_a_crashed_create_of_a_document_somebody_else_wrote_is_a_conflict(
     db = account_db(account.id).unencoded
     theirs: dict[str, Any] = {"_id": "crashed-theirs", "k": "theirs"}
     await stores.couch.put_doc(db, theirs)
-    async with crashing_proxy(stores.couch.endpoint, store_first=False) as endpoint:
-        couch = CouchClient(endpoint, 5.0)
-        await couch.start()
-        try:
-            with pytest.raises(DocConflict):
-                await couch.put_doc_with_attachments(
-                    db, {"_id": "crashed-theirs", "k": "mine"}, audio(b"x" * 10))
-        finally:
-            await couch.close()
+    async with crashing_proxy(stores.couch.endpoint, store_first=False) as couch:
+        with pytest.raises(DocConflict):
+            await couch.put_doc_with_attachments(
+                db, {"_id": "crashed-theirs", "k": "mine"}, audio(b"x" * 10))
     assert [leaf["_rev"] for leaf in await stores.couch.open_revs(db, "crashed-theirs")] == [
         theirs["_rev"]]
